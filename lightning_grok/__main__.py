@@ -1,0 +1,3 @@
+from lightning_grok.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,293 @@
+"""PhaseTransitionCallback: measures t1, t2 and the grokking time of every run while it trains, and
+checks them against the exact dynamics and the paper's bounds (Thm 4.1 envelopes, Eqs. 6-8).
+
+It reads the per-step records (``GrokkingModule.last_chunk``) after each call of the training kernel,
+so t1 and t2 are exact to the step however sparsely curves are logged. Loss curves go to the loggers
+on a geometric schedule of ``log_points`` steps (a million-step run does not write a million rows).
+Its whole state is in Lightning checkpoints: a resumed run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_grok.detection import PhaseDetector
+from lightning_grok.theory.report import Theory
+from lightning_grok.tracking import atomic_write_json
+
+ENVELOPE_RTOL = 1e-9  # float rounding allowance when comparing a measured curve with an envelope
+
+
+def log_schedule(max_steps: int, points: int) -> np.ndarray:
+    """Steps 0, 1, 2, ... then geometrically spaced up to max_steps - 1: about ``points`` steps."""
+    if max_steps <= points:
+        return np.arange(max_steps)
+    geo = np.geomspace(1, max_steps - 1, num=points)
+    return np.unique(np.concatenate([[0], np.round(geo).astype(np.int64)]))
+
+
+class PhaseTransitionCallback(Callback):
+    def __init__(
+        self,
+        eps: float,
+        c: float,
+        tau: float = 0.99,
+        theory: Theory | None = None,
+        output_dir: str | Path | None = None,
+        config: dict | None = None,
+        max_steps: int = 0,
+        log_points: int = 400,
+        stop_margin: float | None = None,
+    ):
+        self.eps, self.c, self.tau = eps, c, tau
+        self.theory = theory
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.config = config or {}
+        self.max_steps = max_steps
+        self.stop_margin = stop_margin
+        self.schedule = log_schedule(max_steps, log_points)
+        self.detector = PhaseDetector(eps, c, tau)
+        self.curves: dict[str, list[float]] = {}
+        self.final: dict[str, float] = {}
+        self.steps_run = 0
+        self.envelope_ratios: dict[str, float] = {}
+        self.result: dict | None = None
+
+    # ---- per chunk -----------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        chunk = pl_module.last_chunk
+        if chunk is None or len(chunk) == 0:
+            return
+        pl_module.last_chunk = None
+        arrays = {"train/loss": chunk.train_loss, "test/loss": chunk.test_loss}
+        arrays.update({_metric_name(k): v for k, v in chunk.extras.items()})
+        arrays = {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}
+        start, k = chunk.start, len(chunk)
+        self.detector.update(
+            start, arrays["train/loss"], arrays["test/loss"], arrays.get("train/acc"), arrays.get("test/acc")
+        )
+        self._check_envelopes(start, arrays)
+        self.steps_run = start + k
+        self.final = {key: float(v[-1]) for key, v in arrays.items()}
+        self._log_scheduled(trainer, start, k, arrays)
+        self._maybe_stop(pl_module)
+
+    def _check_envelopes(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.theory is None or self.theory.envelopes is None:
+            return
+        env, t = self.theory.envelopes, np.arange(start, start + len(arrays["train/loss"]))
+        checks = {
+            "thm41_train_upper": (arrays["train/loss"], env.train_upper(t), "upper"),
+            "thm41_test_lower": (arrays["test/loss"], env.test_lower(t), "lower"),
+        }
+        if "param_norm2" in arrays:
+            checks["thm41_norm_upper"] = (arrays["param_norm2"], env.norm_upper(t), "upper")
+        for name, (measured, bound, side) in checks.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = measured / bound
+            ratio = ratio[np.isfinite(ratio)]
+            if not len(ratio):
+                continue
+            worst = float(ratio.max()) if side == "upper" else float(ratio.min())
+            prev = self.envelope_ratios.get(name)
+            self.envelope_ratios[name] = (
+                worst if prev is None else (max(prev, worst) if side == "upper" else min(prev, worst))
+            )
+
+    def _log_scheduled(self, trainer: L.Trainer, start: int, k: int, arrays: dict[str, np.ndarray]) -> None:
+        lo, hi = np.searchsorted(self.schedule, [start, start + k])
+        for step in self.schedule[lo:hi]:
+            i = int(step) - start
+            row = {key: float(v[i]) for key, v in arrays.items() if key != "param_norm2"}
+            for key, val in row.items():
+                self.curves.setdefault(key, []).append(val)
+            self.curves.setdefault("step", []).append(int(step))
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=int(step))
+
+    def _maybe_stop(self, pl_module: L.LightningModule) -> None:
+        t1, t2 = self.detector.t_overfit, self.detector.t_generalize
+        if self.stop_margin is None or t1 is None or t2 is None:
+            return
+        if self.steps_run >= t2 + math.ceil(self.stop_margin * t2):
+            pl_module.stop_requested = True
+
+    def phase(self) -> str:
+        return self.detector.phase()
+
+    # ---- end of fit ----------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.result = self.summarize(
+            status="diverged" if pl_module.diverged_at is not None else "completed", diverged_at=pl_module.diverged_at
+        )
+        self._publish(trainer)
+
+    def summarize(self, status: str = "completed", diverged_at: int | None = None) -> dict:
+        d = self.detector
+        out = {
+            "status": status,
+            "diverged_at": diverged_at,
+            "steps_run": self.steps_run,
+            "t_overfit": d.t_overfit,
+            "t_generalize": d.t_generalize,
+            "grokking_time": d.grokking_time,
+            "t_overfit_status": d.overfit.status,
+            "t_generalize_status": d.generalize.status,
+            "eps": self.eps,
+            "c": self.c,
+            "final": self.final,
+        }
+        if d.has_accuracy:
+            t1a, t2a = d.overfit_acc.time, d.generalize_acc.time
+            out["accuracy"] = {
+                "tau": self.tau,
+                "t_overfit": t1a,
+                "t_generalize": t2a,
+                "grokking_time": None if t1a is None or t2a is None else t2a - t1a,
+                "t_overfit_status": d.overfit_acc.status,
+                "t_generalize_status": d.generalize_acc.status,
+            }
+        out["missing"] = self._missing()
+        if self.theory is None:
+            out["exact"] = None
+            out["bounds"] = {}
+            out["envelopes"] = {}
+            out["theory_note"] = "no closed form or bound applies to this model family; measured times only"
+        else:
+            out.update(self._against_theory())
+        out["config"] = self.config
+        return out
+
+    def _missing(self) -> list[str]:
+        notes = []
+        th = self.theory
+        for name, time, exact in (
+            ("t_overfit", self.detector.t_overfit, th.exact_t_overfit if th else None),
+            ("t_generalize", self.detector.t_generalize, th.exact_t_generalize if th else None),
+        ):
+            if time is None:
+                msg = f"{name} not reached in {self.steps_run} steps"
+                if th is not None:
+                    msg += f"; exact dynamics predict {exact}" if exact is not None else "; exact dynamics: never"
+                notes.append(msg)
+        return notes
+
+    def _against_theory(self) -> dict:
+        th, d = self.theory, self.detector
+        t1, t2 = d.t_overfit, d.t_generalize
+        e1, e2 = th.exact_t_overfit, th.exact_t_generalize
+        in_run = lambda e: e is not None and e < self.steps_run  # noqa: E731
+        exact = {
+            "t_overfit": e1,
+            "t_generalize": e2,
+            "grokking_time": None if e1 is None or e2 is None else e2 - e1,
+            "t_overfit_matches": t1 == e1 if in_run(e1) or t1 is not None else None,
+            "t_generalize_matches": t2 == e2 if in_run(e2) or t2 is not None else None,
+        }
+        measured = {"t_overfit": t1, "t_generalize": t2}
+        bounds = {b.name: b.report(measured[b.target], self.steps_run) for b in th.bounds}
+        envelopes = {}
+        if th.envelopes is not None:
+            met = all(h.met for h in th.envelopes.hypotheses())
+            for name, worst in self.envelope_ratios.items():
+                ok = worst <= 1 + ENVELOPE_RTOL if name.endswith("upper") else worst >= 1 - ENVELOPE_RTOL
+                envelopes[name] = {
+                    "worst_ratio": worst,
+                    "verdict": ("holds" if ok else "violated") if met else "hypothesis not met",
+                }
+        from dataclasses import asdict
+
+        return {"exact": exact, "bounds": bounds, "envelopes": envelopes, "quantities": asdict(th.quantities)}
+
+    @rank_zero_only
+    def _publish(self, trainer: L.Trainer) -> None:
+        res = self.result
+        if self.output_dir is not None:
+            atomic_write_json(self.output_dir / "phases.json", res)
+            atomic_write_json(self.output_dir / "curves.json", self.curves)
+        summary = flat_summary(res)
+        for logger in trainer.loggers:
+            exp = getattr(logger, "experiment", None)
+            if exp is not None and hasattr(exp, "summary"):
+                exp.summary.update(summary)
+        print(format_table(res))
+
+    # ---- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "detector": self.detector.state_dict(),
+            "curves": self.curves,
+            "final": self.final,
+            "steps_run": self.steps_run,
+            "envelope_ratios": self.envelope_ratios,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.detector.load_state_dict(state_dict["detector"])
+        self.curves = state_dict["curves"]
+        self.final = state_dict["final"]
+        self.steps_run = state_dict["steps_run"]
+        self.envelope_ratios = state_dict["envelope_ratios"]
+
+
+def _metric_name(extra: str) -> str:
+    return {"train_acc": "train/acc", "test_acc": "test/acc", "test_surrogate_acc": "test/surrogate_acc"}.get(
+        extra, extra
+    )
+
+
+def flat_summary(res: dict) -> dict:
+    """W&B summary keys: grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/exact/..., grok/bound/..."""
+    s = {f"grok/{k}": res[k] for k in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "status")}
+    for k, v in res.get("final", {}).items():
+        s[f"final/{k}"] = v
+    if res.get("accuracy"):
+        for k in ("t_overfit", "t_generalize", "grokking_time"):
+            s[f"grok/acc/{k}"] = res["accuracy"][k]
+    if res.get("exact"):
+        for k in ("t_overfit", "t_generalize", "grokking_time"):
+            s[f"grok/exact/{k}"] = res["exact"][k]
+    for name, b in res.get("bounds", {}).items():
+        s[f"grok/bound/{name}"] = b["value"]
+        s[f"grok/bound/{name}/verdict"] = b["verdict"]
+    for name, e in res.get("envelopes", {}).items():
+        s[f"grok/envelope/{name}/verdict"] = e["verdict"]
+    return s
+
+
+def format_table(res: dict) -> str:
+    def fmt(v):
+        if v is None:
+            return "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [
+        f"== phase transitions ({res['status']}, {res['steps_run']} steps) ==",
+        f"{'':24}{'measured':>12}{'exact':>12}",
+    ]
+    ex = res.get("exact") or {}
+    for key, label in (
+        ("t_overfit", "t1 (overfit)"),
+        ("t_generalize", "t2 (generalize)"),
+        ("grokking_time", "grokking time t2-t1"),
+    ):
+        lines.append(f"{label:24}{fmt(res[key]):>12}{fmt(ex.get(key)):>12}")
+    if res.get("accuracy"):
+        a = res["accuracy"]
+        lines.append(f"{'t1 by accuracy':24}{fmt(a['t_overfit']):>12}")
+        lines.append(f"{'t2 by accuracy':24}{fmt(a['t_generalize']):>12}")
+    if res.get("bounds"):
+        lines.append(f"{'bound':28}{'value':>12}  verdict")
+        for name, b in res["bounds"].items():
+            lines.append(f"{name:28}{fmt(b['value']):>12}  {b['verdict']}")
+    for name, e in res.get("envelopes", {}).items():
+        lines.append(f"{name:28}{fmt(e['worst_ratio']):>12}  {e['verdict']}")
+    for note in res.get("missing", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""lightning-grok: the command line.
+
+  lightning-grok fit CONFIG [key=value ...]              train one run (exit 0; 2 bad input; 3 diverged)
+  lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
+
+Overrides use the ``key=value`` form that W&B sweeps pass with ``${args_no_hyphens}``; ``--key=value``
+(W&B's ``${args}``) is accepted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lightning_grok.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lightning-grok", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="verb", required=True)
+    f = sub.add_parser("fit", help="train one run and measure its phase transitions")
+    f.add_argument("config", help="YAML config file (see configs/)")
+    f.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.weight_decay=1e-5 seed=3")
+    t = sub.add_parser("theory", help="print the theory's predictions without training")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)  # W&B's ${args} passes --key=value: keep them as overrides
+    overrides = list(args.overrides) + [u for u in unknown if u.startswith("--") and "=" in u]
+    rest = [u for u in unknown if not (u.startswith("--") and "=" in u)]
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        cfg = load_config(args.config, overrides)
+        if args.verb == "fit":
+            from lightning_grok.experiment import fit
+
+            status, _ = fit(cfg, Path(args.config).stem)
+            return status
+        if args.verb == "theory":
+            from lightning_grok.experiment import theory
+
+            out = theory(cfg)
+            print(json.dumps(out, indent=2, default=str) if args.json else format_theory(out))
+            return 0
+    except ConfigError as exc:
+        print(f"lightning-grok: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def format_theory(out: dict) -> str:
+    if out.get("exact") is None:
+        return f"no theory for this run: {out.get('note')}"
+    ex, q = out["exact"], out["quantities"]
+    fmt = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = [
+        f"n={q['n']} m={q['m']} eta={q['lr']} lambda={q['weight_decay']} nu^2={q['nu2']} eps={q['eps']} c={q['c']}",
+        f"lambda+_min(Phi^T Phi)={fmt(q['lam_plus_min'])}  lambda_max={fmt(q['lam_max'])}  L={fmt(q['L'])}  "
+        f"b^2={fmt(q['b2'])}  ||theta0||^2={fmt(q['theta0_norm2'])}  ||theta*||^2={fmt(q['theta_star_norm2'])}  "
+        f"lambda_min(Sigma)={fmt(q['sigma_min'])} ({q['sigma_min_source']})",
+        f"GD stability limit 2/(lambda_max/n + lambda) = {fmt(out['stability']['limit'])} "
+        f"({'stable' if out['stability']['stable'] else 'UNSTABLE'})",
+        f"exact dynamics: t1 = {fmt(ex['t_overfit'])}, t2 = {fmt(ex['t_generalize'])}, "
+        f"grokking time = {fmt(ex['grokking_time'])}",
+        f"{'bound':28}{'value':>14}  hypotheses",
+    ]
+    for name, b in out["bounds"].items():
+        missing = [h["statement"] for h in b["hypotheses"] if h["required"] and not h["met"]]
+        lines.append(f"{name:28}{fmt(b['value']):>14}  {'met' if b['hypotheses_met'] else 'NOT met'}")
+        lines.extend(f"{'':44}- fails: {s}" for s in missing)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""What every DataModule hands to the system and the theory: full-batch tensors plus population facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class Tensors:
+    """Full-batch data for one run (float64 on the CPU; the system casts and moves it).
+
+    ``y_train`` carries label noise if any; ``y_test`` is always the noise-free teacher N*(x), so the
+    population loss L(theta) = E[(N(x; theta) - N*(x))^2] is what the test set estimates.
+    """
+
+    x_train: torch.Tensor  # (n, d)
+    y_train: torch.Tensor  # (n, k)
+    x_test: torch.Tensor | None = None  # (N, d); None when the population loss is exact
+    y_test: torch.Tensor | None = None  # (N, k)
+    theta_star: torch.Tensor | None = None  # (m, k) teacher in the student's feature space, if realizable
+    sigma_scale: float | None = None  # Sigma = sigma_scale * I exactly (Gaussian identity features)
+    gaussian_identity: bool = False  # phi(x) = x ~ N(0, I/m): Eq. (8) applies
+    noise_free: bool = True  # training labels equal N*(x)
+    x_sigma: torch.Tensor | None = None  # fresh inputs for estimating lambda_min(Sigma)
+    sigma_is_exact: bool = False  # x_sigma is the whole (finite) input population
+    train_labels: torch.Tensor | None = None  # (n,) class indices, classification only
+    test_labels: torch.Tensor | None = None  # (N,) class indices, classification only
+    cross_entropy: bool = False  # index targets trained with cross-entropy instead of squared loss
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    @property
+    def out_dim(self) -> int:
+        return self.y_train.shape[1]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.train_labels is not None
+
+
+class _FullBatch(Dataset):
+    """One item: the whole training set. One Lightning epoch = one call of K GD steps on it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, self.y
+
+
+class FullBatchDataModule(L.LightningDataModule):
+    """Base: subclasses fill ``self.tensors`` in ``__init__`` (seeded, so a rebuild gives the same bits)."""
+
+    tensors: Tensors
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_FullBatch(self.tensors.x_train, self.tensors.y_train), batch_size=None)

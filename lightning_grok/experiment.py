@@ -1,0 +1,240 @@
+"""One run end to end: config -> data, model, system, theory -> Trainer.fit -> phases.json.
+
+The theory is computed from the very tensors the run trains on (the sampled Phi, theta^(0), theta*),
+never from a second sample.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from lightning_grok.callbacks.phases import PhaseTransitionCallback
+from lightning_grok.callbacks.progress import StepProgressBar
+from lightning_grok.config import ConfigError, to_container
+from lightning_grok.data.base import FullBatchDataModule, Tensors
+from lightning_grok.models import build_model
+from lightning_grok.seeding import generator
+from lightning_grok.system import GrokkingModule
+from lightning_grok.theory.exact import LinearProblem
+from lightning_grok.theory.report import Theory
+from lightning_grok.tracking import atomic_write_json, make_logger, resolve_output_dir
+
+SIGMA_ESTIMATE_MAX_WIDTH = 3000  # above this, lambda_min(Sigma) by eigendecomposition is too slow to do per run
+
+EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+def param_dtype(cfg: DictConfig) -> torch.dtype:
+    return torch.float64 if cfg.trainer.precision.startswith("64") else torch.float32
+
+
+@dataclass
+class Built:
+    cfg: DictConfig
+    model: torch.nn.Module
+    datamodule: FullBatchDataModule
+    module: GrokkingModule
+    problem: LinearProblem | None
+    theory: Theory | None
+    theory_note: str
+
+
+def build(cfg: DictConfig) -> Built:
+    """Seeded construction of every piece; two calls with one config give bit-identical tensors."""
+    init_gen = generator(cfg.seed, "init")
+    if cfg.data.kind == "regression":
+        from lightning_grok.data.regression import RegressionDataModule, input_dim
+
+        model = build_model(cfg, input_dim(cfg), 1, init_gen)
+        features = getattr(model, "features", None)
+        dm = RegressionDataModule(cfg, feature_map=features)
+    else:
+        from lightning_grok.data.modular import ModularDataModule
+
+        dm = ModularDataModule(cfg)
+        model = build_model(cfg, dm.tensors.x_train.shape[1], dm.tensors.out_dim, init_gen)
+    model = model.to(param_dtype(cfg))
+    module = GrokkingModule(cfg, model, dm.tensors)
+    problem, note = linear_problem(cfg, model, dm.tensors)
+    theory = None
+    if problem is not None:
+        theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
+    return Built(cfg, model, dm, module, problem, theory, note)
+
+
+def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
+    """The run in feature space (float64), or None with the reason no closed form applies."""
+    if not getattr(model, "linear_in_parameters", False):
+        return None, "the model is not linear in its parameters: no closed form or bound applies"
+    if cfg.optim.name != "gd" or (cfg.optim.batch_size is not None and cfg.optim.batch_size < t.n_train):
+        return None, f"optim.name={cfg.optim.name} (mini-batch={cfg.optim.batch_size}): the theory covers full-batch GD"
+    if t.cross_entropy:
+        return None, "cross-entropy objective: the theory covers the squared loss"
+    dtype = param_dtype(cfg)
+    with torch.no_grad():
+        feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
+        phi = feats(t.x_train)
+        phi_test = feats(t.x_test) if t.x_test is not None else None
+        sigma_min, source = None, "unknown"
+        if t.sigma_scale is not None:
+            sigma_min, source = t.sigma_scale, "exact (Sigma = I/m)"
+        elif t.x_sigma is not None:
+            m = phi.shape[1]
+            if m > SIGMA_ESTIMATE_MAX_WIDTH and not t.sigma_is_exact:
+                source = f"not estimated (m = {m} > {SIGMA_ESTIMATE_MAX_WIDTH})"
+            else:
+                f_sig = feats(t.x_sigma)
+                sigma = f_sig.T @ f_sig / f_sig.shape[0]
+                sigma_min = max(0.0, float(np.linalg.eigvalsh(sigma)[0]))
+                source = (
+                    "exact over the finite input population"
+                    if t.sigma_is_exact
+                    else f"estimated from {f_sig.shape[0]} fresh samples"
+                )
+        rows = [phi] + ([phi_test] if phi_test is not None else [])
+        b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
+        theta0 = model.theta_init.to(dtype).double().numpy()
+    problem = LinearProblem(
+        phi=phi,
+        y=t.y_train.to(dtype).double().numpy(),
+        theta0=theta0,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        theta0_variance=model.theta0_variance,
+        theta_star=None if t.theta_star is None else t.theta_star.to(dtype).double().numpy(),
+        sigma_scale=t.sigma_scale,
+        phi_test=phi_test,
+        y_test=None if t.y_test is None else t.y_test.to(dtype).double().numpy(),
+        sigma_min=sigma_min,
+        sigma_min_source=source,
+        gaussian_identity=t.gaussian_identity,
+        noise_free=t.noise_free,
+        b2=b2,
+    )
+    return problem, ""
+
+
+def check_stability(built: Built) -> None:
+    """Refuse eta above the GD stability limit 2/(lambda_max(Phi^T Phi)/n + lambda) unless allowed."""
+    if built.theory is None or built.cfg.optim.allow_unstable:
+        return
+    limit = built.theory.quantities.stability_limit
+    if built.cfg.optim.lr >= limit:
+        raise ConfigError(
+            f"invalid value for 'optim.lr': {built.cfg.optim.lr!r} (allowed: below the GD stability limit "
+            f"2/(lambda_max(Phi^T Phi)/n + lambda) = {limit:.6g} for this data; "
+            "set optim.allow_unstable=true to run anyway)"
+        )
+
+
+def _devices(spec: str):
+    spec = str(spec).strip()
+    if spec == "auto":
+        return "auto"
+    if "," in spec:
+        return [int(s) for s in spec.split(",") if s]
+    return int(spec)
+
+
+def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger) -> L.Trainer:
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=_devices(cfg.trainer.devices),
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_epochs=-1,
+        max_steps=-1,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(output_dir),
+        log_every_n_steps=1,
+    )
+
+
+def _resume_path(output_dir: Path) -> str | None:
+    """Lightning picks SLURM's hpc checkpoint itself; elsewhere resume from the run directory's last.ckpt."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
+    """Train one run. Returns (exit status, phases dict)."""
+    output_dir = resolve_output_dir(cfg, config_name)
+    built = build(cfg)
+    check_stability(built)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = to_container(cfg)
+    config["output_dir"] = str(output_dir)
+    logger = make_logger(cfg, output_dir, config)
+    phases = PhaseTransitionCallback(
+        cfg.phases.eps,
+        cfg.phases.c,
+        cfg.phases.acc_threshold,
+        built.theory,
+        output_dir,
+        config,
+        cfg.trainer.max_steps,
+        cfg.wandb.log_points,
+        cfg.phases.stop_margin,
+    )
+    every = (
+        max(1, cfg.trainer.checkpoint_every // built.module.steps_per_call) if cfg.trainer.checkpoint_every else None
+    )
+    ckpt = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=every or 10**12
+    )
+    callbacks = [phases, ckpt] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
+    trainer = make_trainer(cfg, output_dir, callbacks, logger)
+    try:
+        with warnings.catch_warnings():
+            # hints about DataLoader workers and logging intervals do not apply to full-batch GD
+            warnings.filterwarnings("ignore", message=".*(does not have many workers|log_every_n_steps).*")
+            trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=_resume_path(output_dir))
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+    finally:
+        _close_wandb()
+    if trainer.interrupted or phases.result is None:
+        result = phases.summarize(status="interrupted")
+        if trainer.is_global_zero:
+            atomic_write_json(output_dir / "phases.json", result)
+        return EXIT_INTERRUPTED, result
+    result = phases.result
+    if not built.theory and built.theory_note:
+        result["theory_note"] = built.theory_note
+        if trainer.is_global_zero:
+            atomic_write_json(output_dir / "phases.json", result)
+    return (EXIT_DIVERGED if result["status"] == "diverged" else EXIT_OK), result
+
+
+def _close_wandb() -> None:
+    """Always close the W&B run, so one failed run in a sweep process does not poison the next."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception:  # noqa: BLE001 - closing must never mask the run's own error
+        pass
+
+
+def theory(cfg: DictConfig) -> dict:
+    """Predictions only, no training: exact t1, t2, every bound with its hypotheses."""
+    built = build(cfg)
+    if built.theory is None:
+        return {"exact": None, "bounds": {}, "note": built.theory_note}
+    out = built.theory.predictions()
+    limit = built.theory.quantities.stability_limit
+    out["stability"] = {"lr": cfg.optim.lr, "limit": limit, "stable": cfg.optim.lr < limit}
+    return out
