@@ -4,6 +4,8 @@
 # Another torch build (CUDA, say), without editing files:
 #   make install TORCH="torch==2.5.1" TORCH_INDEX=https://download.pytorch.org/whl/cu124
 SHELL := /bin/bash
+# cache bytecode in the venv: test subprocesses would otherwise recompile torch and Lightning each time
+unexport PYTHONDONTWRITEBYTECODE
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0

@@ -2,6 +2,8 @@
 
   lightning-grok fit CONFIG [key=value ...]              train one run (exit 0; 2 bad input; 3 diverged)
   lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
+  lightning-grok sweep SWEEP.yaml [--count N]            run a W&B sweep file offline (any number of agents)
+  lightning-grok sweep-table DIR                         a sweep's table: parameters, t1, t2, bound verdicts
 
 Overrides use the ``key=value`` form that W&B sweeps pass with ``${args_no_hyphens}``; ``--key=value``
 (W&B's ``${args}``) is accepted too.
@@ -31,19 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     t.add_argument("overrides", nargs="*")
     t.add_argument("--json", action="store_true", help="machine-readable output")
+    from lightning_grok.sweep.cli import add_parsers as add_sweep_parsers
+
+    add_sweep_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args, unknown = parser.parse_known_args(argv)  # W&B's ${args} passes --key=value: keep them as overrides
-    overrides = list(args.overrides) + [u for u in unknown if u.startswith("--") and "=" in u]
-    rest = [u for u in unknown if not (u.startswith("--") and "=" in u)]
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if argv and argv[0] in ("fit", "theory"):
+        # every key=value (or W&B's --key=value) is an override, wherever it stands
+        overrides = [a for a in argv[1:] if "=" in a]
+        args = parser.parse_args([argv[0]] + [a for a in argv[1:] if "=" not in a])
+    else:
+        args, overrides = parser.parse_args(argv), []
+        return args.func(args)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, list(args.overrides) + overrides)
         if args.verb == "fit":
             from lightning_grok.experiment import fit
 

@@ -102,17 +102,24 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple
         rows = [phi] + ([phi_test] if phi_test is not None else [])
         b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
         theta0 = model.theta_init.to(dtype).double().numpy()
+        y = t.y_train.to(dtype).double().numpy()
+        y_test = None if t.y_test is None else t.y_test.to(dtype).double().numpy()
+    theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
+    residual = None
+    if theta_star is None and t.finite_population:
+        theta_star, residual = realizing_teacher(np.vstack([phi, phi_test]), np.vstack([y, y_test]))
     problem = LinearProblem(
         phi=phi,
-        y=t.y_train.to(dtype).double().numpy(),
+        y=y,
         theta0=theta0,
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay,
         theta0_variance=model.theta0_variance,
-        theta_star=None if t.theta_star is None else t.theta_star.to(dtype).double().numpy(),
+        theta_star=theta_star,
         sigma_scale=t.sigma_scale,
         phi_test=phi_test,
-        y_test=None if t.y_test is None else t.y_test.to(dtype).double().numpy(),
+        y_test=y_test,
+        realizability_residual=residual,
         sigma_min=sigma_min,
         sigma_min_source=source,
         gaussian_identity=t.gaussian_identity,
@@ -120,6 +127,14 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple
         b2=b2,
     )
     return problem, ""
+
+
+def realizing_teacher(phi_all: np.ndarray, y_all: np.ndarray, rtol: float = 1e-8) -> tuple[np.ndarray | None, float]:
+    """On a finite population, is Y in the span of the features? Returns (min-norm theta*, relative residual);
+    theta* is None when the residual exceeds ``rtol`` (the task is not realizable by this feature map)."""
+    sol, *_ = np.linalg.lstsq(phi_all, y_all, rcond=None)
+    residual = float(np.linalg.norm(phi_all @ sol - y_all) / max(np.linalg.norm(y_all), 1e-300))
+    return (sol if residual <= rtol else None), residual
 
 
 def check_stability(built: Built) -> None:
@@ -202,7 +217,7 @@ def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
             # hints about DataLoader workers and logging intervals do not apply to full-batch GD
             warnings.filterwarnings("ignore", message=".*(does not have many workers|log_every_n_steps).*")
             trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=_resume_path(output_dir))
-        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
     finally:
         _close_wandb()
     if trainer.interrupted or phases.result is None:

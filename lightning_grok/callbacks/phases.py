@@ -112,7 +112,9 @@ class PhaseTransitionCallback(Callback):
                 logger.log_metrics(row, step=int(step))
 
     def _maybe_stop(self, pl_module: L.LightningModule) -> None:
-        t1, t2 = self.detector.t_overfit, self.detector.t_generalize
+        d = self.detector
+        # classification stops on the accuracy transitions; the loss ones may take far longer
+        t1, t2 = (d.overfit_acc.time, d.generalize_acc.time) if d.has_accuracy else (d.t_overfit, d.t_generalize)
         if self.stop_margin is None or t1 is None or t2 is None:
             return
         if self.steps_run >= t2 + math.ceil(self.stop_margin * t2):

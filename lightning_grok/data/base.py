@@ -30,6 +30,7 @@ class Tensors:
     train_labels: torch.Tensor | None = None  # (n,) class indices, classification only
     test_labels: torch.Tensor | None = None  # (N,) class indices, classification only
     cross_entropy: bool = False  # index targets trained with cross-entropy instead of squared loss
+    finite_population: bool = False  # x_train + x_test is the whole input population (a finite table)
 
     @property
     def n_train(self) -> int:

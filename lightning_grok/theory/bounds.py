@@ -220,7 +220,7 @@ def all_bounds(q: Quantities) -> list[Bound]:
     )
 
     thm45 = None
-    if arg7 is not None and 0 < eta * lam < 1:
+    if arg7 is not None and arg7 > 0 and 0 < eta * lam < 1:
         thm45 = 0.5 * math.log(1 / arg7) / math.log(1 - eta * lam)
     bounds.append(
         Bound("thm45_t_generalize_lower", "t_generalize", "lower", thm45, "Thm 4.5 (A.9), un-linearized", t2_hyp)

@@ -37,6 +37,7 @@ class LinearProblem:
     gaussian_identity: bool = False
     noise_free: bool = True
     b2: float | None = None  # sup ||phi(x)||^2 estimate
+    realizability_residual: float | None = None  # finite population: ||Phi_all theta* - Y_all|| / ||Y_all||
 
     @property
     def n(self) -> int:

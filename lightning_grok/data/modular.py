@@ -1,0 +1,75 @@
+"""Modular arithmetic (the classic grokking task; not in the paper): the table a op b mod p.
+
+Inputs are two concatenated one-hot vectors (length 2p); targets are one-hot vectors (squared loss,
+k = p outputs) or class indices (cross-entropy). A seeded split puts ``train_fraction`` of the table
+in the training set; the test set is the rest of the table, the whole remaining population, so every
+population quantity (loss, accuracy, Sigma over held-out inputs) is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from lightning_grok.config import ConfigError, _is_prime
+from lightning_grok.data.base import FullBatchDataModule, Tensors
+from lightning_grok.seeding import generator
+
+FIELD_OPERATIONS = ("div",)  # need b^{-1}, i.e. Z_p a field
+
+
+def operation_table(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All (a, b, a op b mod p); for division b ranges over 1..p-1 and a/b = a * b^(p-2) mod p."""
+    if operation in FIELD_OPERATIONS and not _is_prime(p):
+        raise ConfigError(f"invalid value for 'data.modulus': {p} (allowed: a prime, '{operation}' needs a field)")
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    a, b = a.reshape(-1), b.reshape(-1)
+    if operation == "div":
+        keep = b != 0
+        a, b = a[keep], b[keep]
+        inv = torch.tensor([pow(int(v), p - 2, p) for v in range(p)])
+        c = (a * inv[b]) % p
+    elif operation == "add":
+        c = (a + b) % p
+    elif operation == "sub":
+        c = (a - b) % p
+    elif operation == "mul":
+        c = (a * b) % p
+    elif operation == "x2_plus_y2":
+        c = (a * a + b * b) % p
+    elif operation == "x2_plus_xy_plus_y2":
+        c = (a * a + a * b + b * b) % p
+    else:
+        raise ConfigError(f"invalid value for 'data.operation': {operation!r}")
+    return a, b, c
+
+
+class ModularDataModule(FullBatchDataModule):
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        d = cfg.data
+        p = d.modulus
+        a, b, c = operation_table(p, d.operation)
+        eye = torch.eye(p, dtype=torch.float64)
+        x = torch.cat([eye[a], eye[b]], dim=1)
+        y = eye[c]
+        order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
+        n_train = int(round(d.train_fraction * len(c)))
+        if not 1 <= n_train < len(c):
+            raise ConfigError(
+                f"invalid value for 'data.train_fraction': {d.train_fraction} (gives {n_train} of {len(c)} pairs "
+                "for training; allowed: at least one training and one test pair)"
+            )
+        tr, te = order[:n_train], order[n_train:]
+        self.tensors = Tensors(
+            x_train=x[tr],
+            y_train=y[tr],
+            x_test=x[te],
+            y_test=y[te],
+            train_labels=c[tr],
+            test_labels=c[te],
+            cross_entropy=d.target == "index",
+            x_sigma=x[te],
+            sigma_is_exact=True,
+            finite_population=True,
+        )
