@@ -1,0 +1,356 @@
+"""The sweep directory shared by every agent: ``state.json`` behind one file lock.
+
+Coordination rule: every read-modify-write of ``state.json`` happens under ``FileLock(<dir>/state.lock)``
+and ends with an atomic replace, so readers without the lock (the table) never see half a file and two
+agents never both claim a point. Claiming asks W&B's engine (``sweeps.next_run``) for the next point
+given *every* recorded run, whatever its state: for a grid, a point that is running, finished, failed
+or crashed is taken, and only ``--retry-failed`` gives a failed/crashed/killed point a second attempt.
+
+A running record whose agent died is marked ``crashed`` by whichever agent next takes the lock: on the
+same machine (host name and PID namespace) the agent's PID is checked directly (with its start time, so a
+reused PID does not pass as alive); for another host the agent's heartbeat file must be fresher than
+``stale_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of
+
+STATE_VERSION = 1
+RETRYABLE = ("failed", "crashed", "killed")
+STATES = ("running", "finished", "failed", "crashed", "killed")  # a subset of sweeps.RunState
+
+
+# ---- processes --------------------------------------------------------------------------------------
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (which may hold spaces), or None without /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused PID from the original."""
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat and len(stat) > 19 else None
+
+
+def process_alive(pid: int, start: int | None = None) -> bool:
+    """True if ``pid`` runs on this machine (and, when known, started at ``start``); zombies count as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the kill test is all there is
+    if stat[0] in ("Z", "X"):
+        return False  # exited, not yet reaped by its parent
+    return start is None or int(stat[19]) == start
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """Who claimed a run: enough to decide later, from another process, whether it is still alive."""
+
+    host: str
+    pid: int
+    pidns: str | None  # containers on one host may share a host name but not a PID space
+    pid_start: int | None
+
+    @classmethod
+    def current(cls) -> AgentInfo:
+        pid = os.getpid()
+        return cls(socket.gethostname(), pid, _pid_namespace(), process_start(pid))
+
+    def same_machine(self, other: dict) -> bool:
+        return other.get("host") == self.host and other.get("pidns") == self.pidns
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- results ----------------------------------------------------------------------------------------
+def read_phases(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def result_of(phases: dict) -> dict:
+    """The part of a run's phases.json the sweep keeps: times, status, bound verdicts, final losses."""
+    res = {
+        k: phases.get(k) for k in ("status", "steps_run", "t_overfit", "t_generalize", "grokking_time", "diverged_at")
+    }
+    for part in ("exact", "accuracy"):
+        if phases.get(part):
+            res[part] = {k: phases[part].get(k) for k in ("t_overfit", "t_generalize", "grokking_time")}
+    res["bounds"] = {
+        name: {"value": b.get("value"), "verdict": b.get("verdict")} for name, b in (phases.get("bounds") or {}).items()
+    }
+    res["final"] = phases.get("final") or {}
+    return res
+
+
+def summary_metrics(result: dict | None) -> dict:
+    """The W&B summary keys the run itself logs (callbacks.phases.flat_summary), for the bayes engine.
+
+    Rebuilt here from the kept result because importing the callback would load Lightning in every agent.
+    """
+    if not result:
+        return {}
+    s = {f"grok/{k}": result.get(k) for k in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "status")}
+    s.update({f"final/{k}": v for k, v in (result.get("final") or {}).items()})
+    for part, prefix in (("accuracy", "grok/acc/"), ("exact", "grok/exact/")):
+        for k, v in (result.get(part) or {}).items():
+            s[prefix + k] = v
+    for name, b in (result.get("bounds") or {}).items():
+        s[f"grok/bound/{name}"] = b.get("value")
+        s[f"grok/bound/{name}/verdict"] = b.get("verdict")
+    return s
+
+
+def point_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+# ---- files ------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, text: str) -> None:
+    """Temporary file in the same folder, fsync, rename: a crash leaves the old file or the new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SweepDir:
+    """One sweep's directory. Methods that change state take the lock themselves."""
+
+    def __init__(self, root: str | os.PathLike, lock_timeout: float = 600.0):
+        self.root = Path(root)
+        self.lock = FileLock(str(self.root / "state.lock"), timeout=lock_timeout)
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def sweep_path(self) -> Path:
+        return self.root / "sweep.yaml"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def heartbeat_dir(self) -> Path:
+        return self.root / "heartbeats"
+
+    def run_dir(self, record: dict) -> Path:
+        return self.root / record["output_dir"]
+
+    # ---- state ----
+    def read(self) -> dict:
+        """The current state; safe without the lock because every write is an atomic replace."""
+        return json.loads(self.state_path.read_text())
+
+    def _write(self, state: dict) -> None:
+        _atomic_write(self.state_path, json.dumps(state, indent=1, default=str) + "\n")
+
+    def init(self, spec: SweepSpec) -> None:
+        """Create the directory for ``spec``, or check that it already holds this very sweep."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            if self.sweep_path.is_file():
+                existing = yaml.safe_load(self.sweep_path.read_text())
+                if existing != spec.raw:
+                    raise SweepSpecError(
+                        f"sweep directory {self.root} holds a different sweep ({self.sweep_path} differs from "
+                        f"{spec.path}); pass another --sweep-dir"
+                    )
+            else:
+                _atomic_write(self.sweep_path, spec.text)
+            if not self.state_path.is_file():
+                self._write(
+                    {
+                        "version": STATE_VERSION,
+                        "sweep": spec.name,
+                        "method": spec.method,
+                        "created_at": time.time(),
+                        "next_index": 1,
+                        "runs": {},
+                    }
+                )
+        self.runs_dir.mkdir(exist_ok=True)
+        self.heartbeat_dir.mkdir(exist_ok=True)
+
+    # ---- heartbeats ----
+    def beat(self, name: str) -> None:
+        _atomic_write(self.heartbeat_dir / name, f"{time.time()}\n")
+
+    def last_beat(self, record: dict) -> float:
+        try:
+            return float((self.heartbeat_dir / record["name"]).read_text())
+        except (OSError, ValueError):
+            return float(record.get("started_at") or 0.0)
+
+    # ---- transitions ----
+    def reap(self, state: dict, me: AgentInfo, stale_after: float) -> list[str]:
+        """Mark running records whose agent is gone as crashed (call with the lock held). Returns their names."""
+        now, reaped = time.time(), []
+        for rec in state["runs"].values():
+            if rec["state"] != "running":
+                continue
+            agent = rec["agent"]
+            if me.same_machine(agent):
+                if process_alive(agent["pid"], agent.get("pid_start")):
+                    continue
+                reason = f"agent {agent['host']}:{agent['pid']} is gone"
+            else:
+                silent = now - self.last_beat(rec)
+                if silent <= stale_after:
+                    continue
+                reason = f"no heartbeat from agent {agent['host']}:{agent['pid']} for {silent:.0f} s"
+            rec.update(state="crashed", ended_at=now, reason=reason)
+            reaped.append(rec["name"])
+        return reaped
+
+    def claim(
+        self,
+        spec: SweepSpec,
+        me: AgentInfo,
+        *,
+        retry_failed: bool = False,
+        retry_before: float = 0.0,
+        stale_after: float = 600.0,
+    ) -> dict | None:
+        """Choose the next point and record it as running for ``me``, all under the lock; None when done.
+
+        grid: new points first, then (with ``retry_failed``) points whose latest attempt failed, crashed or
+        was killed and began before ``retry_before`` (this agent's start: each launch retries a point once,
+        never in a loop). random/bayes never run out of points, so their retries come first.
+        """
+        with self.lock:
+            state = self.read()
+            reaped = self.reap(state, me, stale_after)
+            chosen = None
+            if spec.run_cap is None or len(state["runs"]) < spec.run_cap:
+                chosen = self._choose(spec, state, retry_failed, retry_before)
+            if chosen is None:
+                if reaped:
+                    self._write(state)
+                return None
+            params, retry_of = chosen
+            index = state["next_index"]
+            state["next_index"] = index + 1
+            name = f"{spec.name}-{index:04d}"
+            output_dir = Path("runs") / name
+            now = time.time()
+            record = {
+                "name": name,
+                "index": index,
+                "params": params,
+                "state": "running",
+                "retry_of": retry_of,
+                "output_dir": str(output_dir),
+                "command": spec.argv(params, (self.root / output_dir).resolve()),
+                "cwd": os.getcwd(),
+                "agent": me.as_dict(),
+                "child_pid": None,
+                "started_at": now,
+                "ended_at": None,
+                "exit_code": None,
+                "reason": None,
+                "result": None,
+            }
+            state["runs"][name] = record
+            self._write(state)
+            self.beat(name)
+            return record
+
+    def _choose(self, spec: SweepSpec, state: dict, retry_failed: bool, retry_before: float):
+        records = list(state["runs"].values())
+        retry = self._retry_candidate(records, retry_before) if retry_failed else None
+        if retry is not None and spec.method != "grid":
+            return retry
+        sweeps = import_sweeps()
+        runs = [
+            sweeps.SweepRun(
+                name=r["name"],
+                config={k: {"value": v} for k, v in r["params"].items()},
+                state=r["state"],
+                summary_metrics=summary_metrics(r.get("result")),
+            )
+            for r in records
+        ]
+        with warnings.catch_warnings():
+            # bayes fits a Gaussian process to a handful of runs: sklearn's convergence notes are expected noise
+            warnings.filterwarnings("ignore", module=r"sklearn\..*")
+            proposal = sweeps.next_run(spec.engine_config, runs)
+        if proposal is not None:
+            return params_of(proposal), None
+        return retry  # grid exhausted: only retries are left
+
+    @staticmethod
+    def _retry_candidate(records: list[dict], retry_before: float) -> tuple[dict, str] | None:
+        latest: dict[str, dict] = {}
+        for rec in records:  # claim order: the last attempt of each point wins
+            latest[point_key(rec["params"])] = rec
+        for rec in latest.values():
+            if rec["state"] in RETRYABLE and (rec.get("started_at") or 0.0) < retry_before:
+                return rec["params"], rec["name"]
+        return None
+
+    def update(self, name: str, **fields: Any) -> dict:
+        """Change fields of one record under the lock; returns the record."""
+        with self.lock:
+            state = self.read()
+            rec = state["runs"][name]
+            rec.update(fields)
+            self._write(state)
+            return rec
+
+    def finish(self, name: str, state: str, exit_code: int | None, result: dict | None, reason: str | None) -> dict:
+        """Record how a run ended. Overrides a ``crashed`` set meanwhile by another agent: this is what happened."""
+        rec = self.update(name, state=state, exit_code=exit_code, result=result, reason=reason, ended_at=time.time())
+        (self.heartbeat_dir / name).unlink(missing_ok=True)
+        return rec
+
+    def release(self, name: str) -> None:
+        """Forget a claim that never started (the agent was stopped between claiming and launching)."""
+        with self.lock:
+            state = self.read()
+            state["runs"].pop(name, None)
+            self._write(state)
+        (self.heartbeat_dir / name).unlink(missing_ok=True)

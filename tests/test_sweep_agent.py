@@ -1,0 +1,323 @@
+"""The offline sweep agent: the sweep files, several agents on one grid, a killed agent, bad input.
+
+Agents and runs are the real CLI in subprocesses, on a ridge problem small enough to grok within
+3000 steps (lightning-grok theory: t1 ~ 40, t2 ~ 1300-2600 for lambda = 1e-3 or 2e-3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_grok.config import load_config
+from lightning_grok.sweep.spec import import_sweeps, load_spec
+from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, process_alive
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
+PANELS = ("weight_decay", "n_train", "width", "init_scale")
+COMMAND = ["${env}", "${interpreter}", "-m", "lightning_grok", "fit", "configs/ridge.yaml", "${args_no_hyphens}"]
+TINY = {  # constants of every test sweep: a run takes seconds, most of it Python start-up
+    "model.width": {"value": 200},
+    "data.n_train": {"value": 20},
+    "trainer.max_steps": {"value": 3000},
+    "trainer.progress_bar": {"value": False},
+}
+AGENT_TIMEOUT = 300
+
+
+def write_sweep(path: Path, parameters: dict, method: str = "grid", command: list | None = None, **extra) -> Path:
+    doc = {
+        "name": path.stem,
+        "method": method,
+        "metric": {"name": "grok/t_generalize", "goal": "minimize"},
+        "command": command or COMMAND,
+        "parameters": parameters,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def agent_env(request, tmp_path_factory) -> dict[str, str]:
+    """Environment for agent subprocesses.
+
+    Where PYTHONDONTWRITEBYTECODE is set, every process would recompile torch and Lightning (~20 s);
+    a bytecode cache outside the source tree keeps each run to a few seconds.
+    """
+    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true")
+    env.pop("WANDB_API_KEY", None)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        cache = request.config.cache
+        prefix = cache.mkdir("pycache") if cache is not None else tmp_path_factory.mktemp("pycache")
+        env["PYTHONPYCACHEPREFIX"] = str(prefix)
+        marker = Path(prefix) / ".warm"
+        if not marker.exists():  # compile once, not in three agents at the same time
+            subprocess.run([sys.executable, "-c", "import lightning_grok.experiment, wandb"], env=env, check=True)
+            marker.touch()
+    return env
+
+
+def start_agent(sweep: Path, sweep_dir: Path, env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightning_grok", "sweep", str(sweep), "--sweep-dir", str(sweep_dir), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_agent(sweep: Path, sweep_dir: Path, env: dict, *args: str) -> str:
+    proc = start_agent(sweep, sweep_dir, env, *args)
+    out, _ = proc.communicate(timeout=AGENT_TIMEOUT)
+    assert proc.returncode == 0, out
+    return out
+
+
+def records(sweep_dir: Path) -> list[dict]:
+    return list(SweepDir(sweep_dir).read()["runs"].values())
+
+
+# ---- (1) the sweep files -----------------------------------------------------------------------------
+def test_every_figure_panel_has_a_sweep_file():
+    stems = {p.stem for p in SWEEP_FILES}
+    expected = {f"fig{f}_{panel}" for f in (2, 3, 4) for panel in PANELS} | {"modular_weight_decay"}
+    assert expected <= stems, f"missing: {sorted(expected - stems)}"
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_sweep_file_is_a_valid_wandb_sweep_whose_points_all_load(path: Path, monkeypatch):
+    raw = yaml.safe_load(path.read_text())
+    assert import_sweeps().schema_violations_from_proposed_config(raw) == []
+    assert raw["method"] == "grid"
+    assert raw["metric"] == {"name": "grok/t_generalize", "goal": "minimize"}
+    assert "early_terminate" not in raw and "No early_terminate on purpose" in path.read_text()
+    config = raw["command"][5]
+    assert raw["command"] == [*COMMAND[:5], config, "${args_no_hyphens}"]
+    if not (REPO / config).is_file():
+        pytest.skip(f"{config} does not exist yet: its grid points cannot be checked")
+    monkeypatch.chdir(REPO)
+    spec = load_spec(path)  # raises on any parameter name or grid value the config schema rejects
+    points = spec.points()
+    sizes = [len(p["values"]) for p in raw["parameters"].values() if "values" in p]
+    assert len(points) == len({point_key(p) for p in points}) == len(list(itertools.product(*map(range, sizes))))
+    cfg = load_config(config, spec.overrides(points[-1]))  # load_spec loaded every point; see one land
+    for name, value in points[-1].items():
+        assert _select(cfg, name) == value
+
+
+def _select(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("macro", ["${args_no_hyphens}", "${args}"])
+def test_run_command_goes_through_the_fit_cli(macro: str, tmp_path: Path, monkeypatch):
+    """The agent's command, agent overrides included, is parsed by the real fit CLI in both W&B styles."""
+    import types
+
+    from lightning_grok import cli
+
+    seen = {}
+    fake = types.ModuleType("lightning_grok.experiment")
+    fake.fit = lambda cfg, name: (seen.update(cfg=cfg, name=name), (0, {}))[1]
+    monkeypatch.setitem(sys.modules, "lightning_grok.experiment", fake)
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(
+        tmp_path / "styles.yaml", {"optim.weight_decay": {"values": [1e-3]}, **TINY}, command=[*COMMAND[:-1], macro]
+    )
+    spec = load_spec(sweep, sweep_dir=tmp_path / "d")
+    argv = spec.argv(spec.points()[0], tmp_path / "d" / "runs" / "r1")
+    assert cli.main(argv[argv.index("fit") :]) == 0
+    cfg = seen["cfg"]
+    assert cfg.optim.weight_decay == 1e-3 and cfg.model.width == 200 and cfg.trainer.progress_bar is False
+    assert cfg.wandb.group == "styles" and cfg.output_dir == str(tmp_path / "d" / "runs" / "r1")
+
+
+# ---- (2) three agents, one grid ----------------------------------------------------------------------
+def test_three_agents_run_each_grid_point_exactly_once(tmp_path: Path, agent_env: dict):
+    grid = {"optim.weight_decay": [1e-3, 2e-3], "seed": [0, 1]}
+    params = {k: {"values": v} for k, v in grid.items()} | TINY | {"wandb.mode": {"value": "offline"}}
+    sweep = write_sweep(tmp_path / "grid.yaml", params)
+    sweep_dir = tmp_path / "sweep"
+    agents = [start_agent(sweep, sweep_dir, agent_env) for _ in range(3)]
+    outs = [a.communicate(timeout=AGENT_TIMEOUT)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0, 0], "\n".join(outs)
+
+    runs = records(sweep_dir)
+    expected = {point_key(dict(zip(grid, combo, strict=True))) for combo in itertools.product(*grid.values())}
+    swept = [{k: r["params"][k] for k in grid} for r in runs]
+    assert sorted(map(point_key, swept)) == sorted(expected)  # four runs, one per point: none twice, none lost
+    for run in runs:
+        assert (run["state"], run["exit_code"]) == ("finished", 0), run
+        run_dir = sweep_dir / run["output_dir"]
+        assert list((run_dir / "wandb").glob("offline-run-*")), "each run is an ordinary offline W&B run"
+        phases = json.loads((run_dir / "phases.json").read_text())
+        assert phases["config"]["wandb"]["group"] == "grid"
+        assert run["result"]["t_overfit"] < run["result"]["t_generalize"] <= 3000
+
+    table = subprocess.run(
+        [sys.executable, "-m", "lightning_grok", "sweep-table", str(sweep_dir)],
+        cwd=REPO,
+        env=agent_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:7] == ["run", "state", "optim.weight_decay", "seed", "t1", "t2", "t2-t1"]
+    rows = [line.split() for line in lines if line.startswith("grid-")]
+    assert len(rows) == 4
+    for row in rows:
+        assert row[1] == "finished" and int(row[4]) < int(row[5]) and int(row[6]) == int(row[5]) - int(row[4])
+        assert "ok" in row[7:]  # bound verdicts: the ridge bounds' hypotheses hold here
+
+
+# ---- (3) an agent killed mid-run ---------------------------------------------------------------------
+def test_killed_agent_leaves_a_crashed_point_that_a_retry_finishes(tmp_path: Path, agent_env: dict):
+    params = {"optim.weight_decay": {"values": [1e-3]}} | TINY | {"wandb.mode": {"value": "disabled"}}
+    sweep = write_sweep(tmp_path / "kill.yaml", params)
+    sweep_dir = tmp_path / "sweep"
+    victim = start_agent(sweep, sweep_dir, agent_env)
+    deadline = time.time() + 60
+    child = None
+    while child is None and time.time() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(OSError, ValueError, IndexError):  # not written yet
+            child = records(sweep_dir)[0]["child_pid"]
+    assert child is not None, "the agent never started its run"
+    time.sleep(1.0)
+    victim.kill()
+    victim.communicate(timeout=30)
+    deadline = time.time() + 15
+    while process_alive(child) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(child), "the run outlived its SIGKILLed agent"
+    assert [r["state"] for r in records(sweep_dir)] == ["running"]  # nobody has looked yet
+
+    out = run_agent(sweep, sweep_dir, agent_env)  # looks, finds the grid exhausted, runs nothing
+    assert "0 run(s)" in out
+    [crashed] = records(sweep_dir)
+    assert crashed["state"] == "crashed" and "is gone" in crashed["reason"]
+
+    run_agent(sweep, sweep_dir, agent_env, "--retry-failed")
+    first, retry = records(sweep_dir)
+    assert first["state"] == "crashed"
+    assert retry["state"] == "finished" and retry["retry_of"] == first["name"] and retry["params"] == first["params"]
+    assert retry["output_dir"] != first["output_dir"]  # a fresh run directory, a fresh W&B run
+
+
+def test_claims_reap_dead_and_silent_agents_and_retry_each_point_once(tmp_path: Path, monkeypatch):
+    """The claim rules in-process: a dead PID on this machine, a silent heartbeat from another host, retries."""
+    me = AgentInfo.current()
+    if me.pid_start is None:
+        pytest.skip("needs /proc to tell a reused PID from the original")
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "rules.yaml", {"optim.weight_decay": {"values": [1e-3, 2e-3, 3e-3]}} | TINY)
+    spec = load_spec(sweep, sweep_dir=tmp_path / "d")
+    sd = SweepDir(tmp_path / "d")
+    sd.init(spec)
+    gone = replace(me, pid_start=me.pid_start - 1)  # this machine, our PID but another start time: a reused PID
+    remote = replace(me, host="elsewhere")  # another host: judged by its heartbeat only
+    a, b = sd.claim(spec, gone), sd.claim(spec, remote)
+    c = sd.claim(spec, me, stale_after=60)
+    assert [r["state"] for r in records(sd.root)] == ["crashed", "running", "running"]
+    assert len({point_key(r["params"]) for r in (a, b, c)}) == 3
+    (sd.heartbeat_dir / b["name"]).write_text(f"{time.time() - 120}\n")
+    assert sd.claim(spec, me, stale_after=60) is None  # grid exhausted; the silent remote run is now crashed
+    assert [r["state"] for r in records(sd.root)] == ["crashed", "crashed", "running"]
+    started = time.time()
+    retries = [sd.claim(spec, me, retry_failed=True, retry_before=started) for _ in range(3)]
+    assert [r and r["retry_of"] for r in retries] == [a["name"], b["name"], None]
+    sd.finish(retries[0]["name"], "failed", 1, None, "exit status 1")
+    # the failed retry began after this agent started: not retried again by it, nor in a loop
+    assert sd.claim(spec, me, retry_failed=True, retry_before=started) is None
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_random_and_bayes_claims_use_the_engine_and_retry_first(method: str, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    params = {"optim.weight_decay": {"distribution": "log_uniform_values", "min": 1e-3, "max": 3e-3}} | TINY
+    spec = load_spec(write_sweep(tmp_path / "s.yaml", params, method=method), sweep_dir=tmp_path / "d")
+    sd = SweepDir(tmp_path / "d")
+    sd.init(spec)
+    me = AgentInfo.current()
+    for i in range(3):
+        rec = sd.claim(spec, me)
+        assert 1e-3 <= rec["params"]["optim.weight_decay"] <= 3e-3
+        result = {
+            "status": "completed",
+            "t_overfit": 40,
+            "t_generalize": int(2.6 / rec["params"]["optim.weight_decay"]),
+        }
+        sd.finish(rec["name"], "failed" if i == 0 else "finished", 1 if i == 0 else 0, result, None)
+    started = time.time()
+    retry = sd.claim(spec, me, retry_failed=True, retry_before=started)  # no end to the space: retries first
+    assert retry["retry_of"] == "s-0001"
+    fresh = sd.claim(spec, me, retry_failed=True, retry_before=started)
+    assert fresh["retry_of"] is None and 1e-3 <= fresh["params"]["optim.weight_decay"] <= 3e-3
+
+
+# ---- (4) bad input: exit 2, nothing started ----------------------------------------------------------
+GOOD = {"optim.weight_decay": {"values": [1e-3, 2e-3]}}
+BAD = {
+    "schema error": (dict(parameters={"optim.weight_decay": {"valus": [1e-3]}}), "not a valid W&B sweep config"),
+    "unknown method": (dict(parameters=GOOD, method="grd"), "'grd' is not one of"),
+    "custom method": (dict(parameters=GOOD, method="custom"), "not supported by the offline agent"),
+    "not a config key": (dict(parameters={"optim.wd": {"values": [1e-3]}}), "parameter 'optim.wd'"),
+    "bad grid value": (
+        dict(parameters={"optim.weight_decay": {"values": [1e-3, -1.0]}}),
+        "'optim.weight_decay' = -1.0",
+    ),
+    "bad type": (dict(parameters={"model.width": {"values": [100, "wide"]}}), "parameter 'model.width' = 'wide'"),
+    "bad distribution": (
+        dict(parameters={"optim.weight_decay": {"min": -2.0, "max": -1.0}}, method="random"),
+        "parameter 'optim.weight_decay'",
+    ),
+    "nested parameters": (dict(parameters={"optim": {"parameters": {"weight_decay": {"values": [1e-3]}}}}), "nested"),
+    "continuous under grid": (dict(parameters={"optim.weight_decay": {"min": 0.0, "max": 1.0}}), "grid"),
+    "command without fit": (dict(parameters=GOOD, command=["${env}", "${interpreter}", "train.py", "${args}"]), "fit"),
+    "missing run config": (dict(parameters=GOOD, command=[*COMMAND[:5], "configs/nope.yaml", COMMAND[-1]]), "nope"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_sweep_exits_2_before_any_run(case: str, tmp_path: Path, monkeypatch, capsys):
+    from lightning_grok import cli
+
+    fields, message = BAD[case]
+    sweep = write_sweep(tmp_path / "bad.yaml", **fields)
+    monkeypatch.chdir(REPO)
+    sweep_dir = tmp_path / "sweep"
+    assert cli.main(["sweep", str(sweep), "--sweep-dir", str(sweep_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "error" in err
+    assert not sweep_dir.exists()  # nothing started, no runs directory
+
+
+def test_sweep_dir_of_another_sweep_is_refused(tmp_path: Path, monkeypatch, capsys):
+    from lightning_grok import cli
+
+    monkeypatch.chdir(REPO)
+    sweep_dir = tmp_path / "sweep"
+    first = write_sweep(tmp_path / "one.yaml", GOOD | TINY)
+    SweepDir(sweep_dir).init(load_spec(first, sweep_dir=sweep_dir))
+    other = write_sweep(tmp_path / "two.yaml", {"optim.weight_decay": {"values": [3e-3]}} | TINY)
+    assert cli.main(["sweep", str(other), "--sweep-dir", str(sweep_dir)]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
+    assert records(sweep_dir) == []
