@@ -179,9 +179,9 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger) -> 
 
 
 def _resume_path(output_dir: Path) -> str | None:
-    """Lightning picks SLURM's hpc checkpoint itself; elsewhere resume from the run directory's last.ckpt."""
-    last = output_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    """The newest of SLURM's requeue checkpoint (hpc_ckpt_N.ckpt, written on SIGUSR1) and last.ckpt."""
+    candidates = list(output_dir.glob("hpc_ckpt_*.ckpt")) + list((output_dir / "checkpoints").glob("last.ckpt"))
+    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 
 def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:

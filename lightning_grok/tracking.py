@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 
@@ -76,8 +77,9 @@ def stable_run_id(cfg: DictConfig, output_dir: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     run_id = os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:12]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
+    if rank_zero_only.rank == 0:  # under DDP only rank 0 logs to W&B; other ranks must not race for the file
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
     return run_id
 
 
