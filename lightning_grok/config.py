@@ -28,6 +28,7 @@ FEATURE_MAPS = ("relu", "fourier")
 OPTIMIZERS = ("gd", "sgd", "adamw")
 PRECISIONS = ("64-true", "64", "32-true", "32", "bf16-mixed", "16-mixed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+KERNELS = ("auto", "parameter", "rowspace")
 
 
 @dataclass
@@ -82,6 +83,9 @@ class PhasesConfig:
 class TrainerConfig:
     max_steps: int = 50_000  # GD steps
     steps_per_call: int = 0  # GD steps per Lightning training_step; 0 = automatic
+    kernel: str = (
+        "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n^2)/step, n < m) | auto (rowspace for seeds > 1)
+    )
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
     num_nodes: int = 1
@@ -106,6 +110,7 @@ class WandbConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
+    seeds: int = 1  # K > 1: K independent runs (seeds seed..seed+K-1) batched in one process
     output_dir: str | None = None  # null: runs/<config name>-<time>
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -179,6 +184,7 @@ def _rules() -> list[tuple[str, Any, str]]:
     nonneg = (lambda v: v >= 0, "a number >= 0")
     atleast1 = (lambda v: v >= 1, "an integer >= 1")
     return [
+        ("seeds", *atleast1),
         ("data.kind", lambda v: v in DATA_KINDS, f"one of {DATA_KINDS}"),
         ("data.n_train", *atleast1),
         ("data.input_dim", lambda v: v is None or v >= 1, "null or an integer >= 1"),
@@ -211,6 +217,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.max_steps", *atleast1),
         ("trainer.steps_per_call", *nonneg),
         ("trainer.num_nodes", *atleast1),
+        ("trainer.kernel", lambda v: v in KERNELS, f"one of {KERNELS}"),
         ("trainer.precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
         ("trainer.checkpoint_every", *nonneg),
         ("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}"),
@@ -243,6 +250,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"invalid value for 'data.target': 'index' with model.family={cfg.model.family!r}"
             " (allowed: onehot; cross-entropy needs model.family=two_layer)"
+        )
+    if cfg.seeds > 1 and (cfg.model.family == "two_layer" or cfg.optim.name != "gd" or cfg.optim.batch_size):
+        raise ConfigError(
+            f"invalid value for 'seeds': {cfg.seeds} with model.family={cfg.model.family!r}, "
+            f"optim.name={cfg.optim.name!r} (allowed: 1; several seeds are batched for the linear families "
+            "(ridge, random_features) trained by full-batch optim.name=gd)"
         )
     if cfg.data.kind == "modular" and cfg.data.operation in ("div",) and not _is_prime(cfg.data.modulus):
         raise ConfigError(

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.callbacks.progress import StepProgressBar
@@ -37,18 +37,59 @@ def param_dtype(cfg: DictConfig) -> torch.dtype:
 
 
 @dataclass
-class Built:
-    cfg: DictConfig
+class Member:
+    """One run's pieces: an ensemble (``seeds`` > 1) has one Member per seed."""
+
     model: torch.nn.Module
     datamodule: FullBatchDataModule
-    module: GrokkingModule
     problem: LinearProblem | None
     theory: Theory | None
     theory_note: str
 
 
+@dataclass
+class Built:
+    cfg: DictConfig
+    members: list[Member]
+    module: GrokkingModule
+
+    # member 0 stands for the run when there is one seed
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.members[0].model
+
+    @property
+    def datamodule(self) -> FullBatchDataModule:
+        return self.members[0].datamodule
+
+    @property
+    def problem(self) -> LinearProblem | None:
+        return self.members[0].problem
+
+    @property
+    def theory(self) -> Theory | None:
+        return self.members[0].theory
+
+    @property
+    def theory_note(self) -> str:
+        return self.members[0].theory_note
+
+
 def build(cfg: DictConfig) -> Built:
-    """Seeded construction of every piece; two calls with one config give bit-identical tensors."""
+    """Seeded construction of every piece; two calls with one config give bit-identical tensors.
+
+    With ``seeds`` = K > 1, member i is the run of seed ``seed + i`` (its own data, initialization and
+    teacher), and all K train in one batched kernel.
+    """
+    members = []
+    for i in range(cfg.seeds):
+        member_cfg = cfg if i == 0 else OmegaConf.merge(cfg, {"seed": cfg.seed + i})
+        members.append(_build_member(member_cfg))
+    module = GrokkingModule(cfg, [m.model for m in members], [m.datamodule.tensors for m in members])
+    return Built(cfg, members, module)
+
+
+def _build_member(cfg: DictConfig) -> Member:
     init_gen = generator(cfg.seed, "init")
     if cfg.data.kind == "regression":
         from lightning_grok.data.regression import RegressionDataModule, input_dim
@@ -62,12 +103,11 @@ def build(cfg: DictConfig) -> Built:
         dm = ModularDataModule(cfg)
         model = build_model(cfg, dm.tensors.x_train.shape[1], dm.tensors.out_dim, init_gen)
     model = model.to(param_dtype(cfg))
-    module = GrokkingModule(cfg, model, dm.tensors)
     problem, note = linear_problem(cfg, model, dm.tensors)
     theory = None
     if problem is not None:
         theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
-    return Built(cfg, model, dm, module, problem, theory, note)
+    return Member(model, dm, problem, theory, note)
 
 
 def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
@@ -141,7 +181,7 @@ def check_stability(built: Built) -> None:
     """Refuse eta above the GD stability limit 2/(lambda_max(Phi^T Phi)/n + lambda) unless allowed."""
     if built.theory is None or built.cfg.optim.allow_unstable:
         return
-    limit = built.theory.quantities.stability_limit
+    limit = min(m.theory.quantities.stability_limit for m in built.members)
     if built.cfg.optim.lr >= limit:
         raise ConfigError(
             f"invalid value for 'optim.lr': {built.cfg.optim.lr!r} (allowed: below the GD stability limit "
@@ -197,7 +237,7 @@ def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
         cfg.phases.eps,
         cfg.phases.c,
         cfg.phases.acc_threshold,
-        built.theory,
+        [m.theory for m in built.members],
         output_dir,
         config,
         cfg.trainer.max_steps,
@@ -245,8 +285,8 @@ def _close_wandb() -> None:
 
 
 def theory(cfg: DictConfig) -> dict:
-    """Predictions only, no training: exact t1, t2, every bound with its hypotheses."""
-    built = build(cfg)
+    """Predictions only, no training: exact t1, t2, every bound with its hypotheses (of seed ``seed``)."""
+    built = build(OmegaConf.merge(cfg, {"seeds": 1}))
     if built.theory is None:
         return {"exact": None, "bounds": {}, "note": built.theory_note}
     out = built.theory.predictions()

@@ -32,7 +32,8 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Chunk:
-    """Per-step records of one kernel call: entry i belongs to GD step ``start + i`` (theta before update i)."""
+    """Per-step records of one kernel call, shape (K, B): row i is GD step ``start + i`` (theta before update i),
+    column b is ensemble member b (B = 1 for a single run)."""
 
     start: int
     train_loss: torch.Tensor
@@ -41,6 +42,10 @@ class Chunk:
 
     def __len__(self) -> int:
         return self.train_loss.shape[0]
+
+    @property
+    def members(self) -> int:
+        return self.train_loss.shape[1]
 
 
 @dataclass
@@ -62,6 +67,9 @@ class Evaluation:
 
 
 class LinearGDKernel:
+    """Fused full-batch GD for B independent members at once (B = 1 for a single run), batched over members:
+    phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B)."""
+
     def __init__(
         self,
         phi: torch.Tensor,
@@ -73,58 +81,134 @@ class LinearGDKernel:
         max_steps_per_call: int,
         reduce: Reduce = _identity,
     ):
-        self.phi, self.y, self.neg_y = phi, y, -y
+        self.phi, self.phi_t, self.y, self.neg_y = phi, phi.transpose(1, 2), y, -y
         self.decay = 1.0 - lr * weight_decay
         self.step_scale = -lr / n_global
         self.n_global = n_global
         self.ev = evaluation
         self.reduce = reduce
         self.distributed = reduce is not _identity
-        m, k = phi.shape[1], y.shape[1]
-        self.thetas = torch.empty(max_steps_per_call + 1, m, k, dtype=phi.dtype, device=phi.device)
-        self.residuals = torch.empty(max_steps_per_call, *y.shape, dtype=phi.dtype, device=phi.device)
-        self.grad = torch.empty(m, k, dtype=phi.dtype, device=phi.device)
+        b, m, k = phi.shape[0], phi.shape[2], y.shape[2]
+        opts = {"dtype": phi.dtype, "device": phi.device}
+        self.thetas = torch.empty(max_steps_per_call + 1, b, m, k, **opts)
+        self.residuals = torch.empty(max_steps_per_call, *y.shape, **opts)
+        self.grad = torch.empty(b, m, k, **opts)
 
     @torch.no_grad()
     def run(self, theta: torch.Tensor, start: int, steps: int) -> Chunk:
-        thetas, res, phi, phi_t = self.thetas, self.residuals, self.phi, self.phi.T
+        """Advance ``theta`` (B, m, k) in place by ``steps`` GD steps; records belong to theta_start..."""
+        thetas, res, phi, phi_t = self.thetas, self.residuals, self.phi, self.phi_t
         thetas[0].copy_(theta)
         for i in range(steps):
-            torch.addmm(self.neg_y, phi, thetas[i], out=res[i])
+            torch.baddbmm(self.neg_y, phi, thetas[i], out=res[i])
             if self.distributed:
-                torch.mm(phi_t, res[i], out=self.grad)
+                torch.bmm(phi_t, res[i], out=self.grad)
                 self.reduce(self.grad)
                 torch.add(thetas[i] * self.decay, self.grad, alpha=self.step_scale, out=thetas[i + 1])
             else:
-                torch.addmm(thetas[i], phi_t, res[i], beta=self.decay, alpha=self.step_scale, out=thetas[i + 1])
+                torch.baddbmm(thetas[i], phi_t, res[i], beta=self.decay, alpha=self.step_scale, out=thetas[i + 1])
         theta.copy_(thetas[steps])
         block = thetas[:steps]
-        train = self.reduce(res[:steps].square().sum(dim=(1, 2))) / (2 * self.n_global)
-        extras = {"param_norm2": block.square().sum(dim=(1, 2))}
+        train = self.reduce(res[:steps].square().sum(dim=(2, 3))) / (2 * self.n_global)
+        extras = {"param_norm2": block.square().sum(dim=(2, 3))}
         if self.ev.train_labels is not None:
-            correct = ((res[:steps] + self.y).argmax(dim=2) == self.ev.train_labels).sum(dim=1)
+            correct = ((res[:steps] + self.y).argmax(dim=3) == self.ev.train_labels).sum(dim=2)
             extras["train_acc"] = self.reduce(correct.to(phi.dtype)) / self.n_global
         test, more = _linear_population(block, self.ev)
         extras.update(more)
         return Chunk(start, train, test, extras)
 
 
-def _linear_population(thetas: torch.Tensor, ev: Evaluation, budget: int = 1 << 24):
-    """Population loss of each iterate in ``thetas`` (K, m, k); test-set predictions in blocks of steps."""
+class RowSpaceGDKernel:
+    """The same GD (Eq. 2) in the row space of Phi, for n < m: with Phi^T = V R (thin QR, V in R^{m x n}),
+    theta_t = V c_t + (1 - eta lambda)^t theta_perp, and the iteration touches only n x n matrices:
+
+        r_t = R^T c_t - Y,    c_{t+1} = (1 - eta lambda) c_t - (eta/n) R r_t.
+
+    Mathematically the same iterates as ``LinearGDKernel`` at O(n^2) instead of O(n m) per step (rounding
+    differs at the 1e-15 level). Single process only; members batched over the leading dimension.
+    """
+
+    def __init__(
+        self,
+        phi: torch.Tensor,
+        y: torch.Tensor,
+        lr: float,
+        weight_decay: float,
+        n_global: int,
+        evaluation: Evaluation,
+        max_steps_per_call: int,
+    ):
+        v, r = torch.linalg.qr(phi.transpose(1, 2))  # (B, m, n), (B, n, n)
+        self.v, self.r, self.r_t = v, r.contiguous(), r.transpose(1, 2).contiguous()
+        self.y, self.neg_y = y, -y
+        self.decay = 1.0 - lr * weight_decay
+        self.step_scale = -lr / n_global
+        self.n_global = n_global
+        self.ev = evaluation
+        if evaluation.exact:
+            ts = evaluation.theta_star
+            self.c_star = v.transpose(1, 2) @ ts
+            self.star_perp = ts - v @ self.c_star
+        elif evaluation.x_test is not None:
+            self.test_v = evaluation.x_test @ v  # (B, N, n)
+        b, n, k = phi.shape[0], phi.shape[1], y.shape[2]
+        opts = {"dtype": phi.dtype, "device": phi.device}
+        self.coefs = torch.empty(max_steps_per_call + 1, b, n, k, **opts)
+        self.residuals = torch.empty(max_steps_per_call, *y.shape, **opts)
+
+    @torch.no_grad()
+    def run(self, theta: torch.Tensor, start: int, steps: int) -> Chunk:
+        v, coefs, res = self.v, self.coefs, self.residuals
+        coefs[0] = v.transpose(1, 2) @ theta
+        perp = theta - v @ coefs[0]  # decays by (1 - eta lambda) per step, untouched by the data
+        for i in range(steps):
+            torch.baddbmm(self.neg_y, self.r_t, coefs[i], out=res[i])
+            torch.baddbmm(coefs[i], self.r, res[i], beta=self.decay, alpha=self.step_scale, out=coefs[i + 1])
+        powers = self.decay ** torch.arange(steps, dtype=theta.dtype, device=theta.device)  # (K,)
+        theta.copy_(v @ coefs[steps] + self.decay**steps * perp)
+        block = coefs[:steps]
+        train = res[:steps].square().sum(dim=(2, 3)) / (2 * self.n_global)
+        perp2 = perp.square().sum(dim=(1, 2))  # (B,)
+        extras = {"param_norm2": block.square().sum(dim=(2, 3)) + powers[:, None] ** 2 * perp2}
+        ev = self.ev
+        if ev.train_labels is not None:
+            correct = ((res[:steps] + self.y).argmax(dim=3) == ev.train_labels).sum(dim=2)
+            extras["train_acc"] = correct.to(theta.dtype) / self.n_global
+        if ev.exact:
+            row = (block - self.c_star).square().sum(dim=(2, 3))
+            cross = (perp * self.star_perp).sum(dim=(1, 2))
+            null = powers[:, None] ** 2 * perp2 - 2 * powers[:, None] * cross + self.star_perp.square().sum(dim=(1, 2))
+            return Chunk(start, train, ev.sigma_scale * (row + null), extras)
+        h = ev.x_test @ perp  # (B, N, k)
+        test, more = _test_set_losses(
+            lambda s, e: torch.matmul(self.test_v, block[s:e]) + powers[s:e, None, None, None] * h, steps, ev
+        )
+        extras.update(more)
+        return Chunk(start, train, test, extras)
+
+
+def _linear_population(thetas: torch.Tensor, ev: Evaluation):
+    """Population loss of each iterate in ``thetas`` (K, B, m, k) -> (K, B)."""
     if ev.exact:
-        return ev.sigma_scale * (thetas - ev.theta_star).square().sum(dim=(1, 2)), {}
-    phi_test, y_test = ev.x_test, ev.y_test
-    per_step = phi_test.shape[0] * y_test.shape[1]
-    block = max(1, budget // per_step)
+        return ev.sigma_scale * (thetas - ev.theta_star).square().sum(dim=(2, 3)), {}
+    return _test_set_losses(lambda s, e: torch.matmul(ev.x_test, thetas[s:e]), thetas.shape[0], ev)
+
+
+def _test_set_losses(predict, steps: int, ev: Evaluation, budget: int = 1 << 24):
+    """Test loss (and accuracy or surrogate accuracy) of ``steps`` iterates; ``predict(s, e)`` gives the
+    predictions (e - s, B, N, k) of iterates s..e-1, evaluated in blocks that keep memory bounded."""
+    b, n_test, k = ev.y_test.shape
+    block = max(1, budget // (b * n_test * k))
     losses, accs, surrogate = [], [], []
-    for s in range(0, thetas.shape[0], block):
-        pred = torch.matmul(phi_test, thetas[s : s + block])  # (B, N, k)
-        err = (pred - y_test).square().sum(dim=2)  # (B, N)
-        losses.append(err.mean(dim=1))
+    for s in range(0, steps, block):
+        pred = predict(s, min(steps, s + block))  # (S, B, N, k)
+        err = (pred - ev.y_test).square().sum(dim=3)  # (S, B, N)
+        losses.append(err.mean(dim=2))
         if ev.test_labels is not None:
-            accs.append((pred.argmax(dim=2) == ev.test_labels).to(pred.dtype).mean(dim=1))
+            accs.append((pred.argmax(dim=3) == ev.test_labels).to(pred.dtype).mean(dim=2))
         elif ev.surrogate_eps is not None:
-            surrogate.append((err <= ev.surrogate_eps).to(pred.dtype).mean(dim=1))
+            surrogate.append((err <= ev.surrogate_eps).to(pred.dtype).mean(dim=2))
     extras = {}
     if accs:
         extras["test_acc"] = torch.cat(accs)
@@ -192,10 +276,10 @@ class AutogradKernel:
                     self.reduce(p.grad)
             self.opt.step()
         train = self.reduce(train) / self.n_global  # the 1/2 is inside _loss_sum: L_n of Eq. (1)
-        extras = {k: torch.stack(v) for k, v in test_extra.items()}
+        extras = {k: torch.stack(v)[:, None] for k, v in test_extra.items()}
         if train_acc is not None:
-            extras["train_acc"] = self.reduce(train_acc) / self.n_global
-        return Chunk(start, train, test, extras)
+            extras["train_acc"] = (self.reduce(train_acc) / self.n_global)[:, None]
+        return Chunk(start, train[:, None], test[:, None], extras)  # one member: (K, 1)
 
     def _test(self, dtype) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(self.ev.x_test)

@@ -25,36 +25,47 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lightning_grok.data.base import Tensors
-from lightning_grok.kernels import AutogradKernel, Chunk, Evaluation, LinearGDKernel
+from lightning_grok.kernels import AutogradKernel, Chunk, Evaluation, LinearGDKernel, RowSpaceGDKernel
 from lightning_grok.seeding import generator
 
 _DEFERRED_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM}
 
 
-def auto_steps_per_call(model: nn.Module, n: int) -> int:
+def auto_steps_per_call(model: nn.Module, members: int = 1) -> int:
     """Enough steps that Lightning's per-call cost is small, few enough that the iterate buffer stays ~32 MB."""
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params = members * sum(p.numel() for p in model.parameters() if p.requires_grad)
     if getattr(model, "linear_in_parameters", False):
         return int(max(64, min(4096, (4 << 20) // max(1, n_params))))
     return 256
 
 
 class GrokkingModule(L.LightningModule):
-    def __init__(self, cfg: DictConfig, model: nn.Module, tensors: Tensors):
+    """Trains one run, or B independent runs (``seeds=B``, linear families with ``gd``) batched in one kernel.
+
+    ``models[0]`` is ``self.model``; further ensemble members live in ``self.ensemble`` (their own data,
+    initialization and teacher), so a single run's checkpoint keys stay ``model.*``.
+    """
+
+    def __init__(self, cfg: DictConfig, models: list[nn.Module], tensors: list[Tensors]):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
-        self.model = model
+        self.model = models[0]
+        self.ensemble = nn.ModuleList(models[1:])
         self.tensors = tensors
         self.gd_step = 0  # optimizer steps taken; the time axis of every measurement
         self.max_steps = int(cfg.trainer.max_steps)
-        per_call = cfg.trainer.steps_per_call or auto_steps_per_call(model, tensors.n_train)
+        per_call = cfg.trainer.steps_per_call or auto_steps_per_call(self.model, len(models))
         self.steps_per_call = int(min(per_call, self.max_steps))
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
         self.stop_requested = False
         self._kernel = None
         self._batch_gen = generator(cfg.seed, "batches")
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return [self.model, *self.ensemble]
 
     # ---- optimizer ---------------------------------------------------------------------------
     @property
@@ -63,8 +74,8 @@ class GrokkingModule(L.LightningModule):
         return (
             getattr(self.model, "linear_in_parameters", False)
             and o.name == "gd"
-            and (o.batch_size is None or o.batch_size >= self.tensors.n_train)
-            and not self.tensors.cross_entropy
+            and (o.batch_size is None or o.batch_size >= self.tensors[0].n_train)
+            and not self.tensors[0].cross_entropy
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -87,45 +98,61 @@ class GrokkingModule(L.LightningModule):
         return x
 
     def _build_kernel(self) -> None:
-        t, dev = self.tensors, self.device
-        dtype = next(self.model.parameters()).dtype
+        dev, dtype = self.device, next(self.model.parameters()).dtype
         rank, world = self._world()
         rows = slice(rank, None, world)  # rank r trains on rows r, r + W, r + 2W, ...
-        x, y = t.x_train[rows].to(dev, dtype), t.y_train[rows].to(dev, dtype)
-        reduce = self._reduce_sum if world > 1 else None
-        cast = lambda v: None if v is None else v.to(dev, dtype if v.is_floating_point() else v.dtype)  # noqa: E731
+        reduce = {"reduce": self._reduce_sum} if world > 1 else {}
+        first = self.tensors[0]
+
+        def cast(v: torch.Tensor | None) -> torch.Tensor | None:
+            return None if v is None else v.to(dev, dtype if v.is_floating_point() else v.dtype)
+
+        def stacked(get) -> torch.Tensor | None:
+            vals = [get(t) for t in self.tensors]
+            return None if vals[0] is None else torch.stack([cast(v) for v in vals])
+
         ev = Evaluation(
-            y_test=cast(t.y_test),
-            theta_star=cast(t.theta_star),
-            sigma_scale=t.sigma_scale,
-            test_labels=cast(t.test_labels),
-            train_labels=None if t.train_labels is None else t.train_labels[rows].to(dev),
-            surrogate_eps=None if t.is_classification else float(self.cfg.phases.eps),
-            cross_entropy=t.cross_entropy,
+            sigma_scale=first.sigma_scale,
+            surrogate_eps=None if first.is_classification else float(self.cfg.phases.eps),
+            cross_entropy=first.cross_entropy,
         )
-        kwargs = {"reduce": reduce} if reduce else {}
         if self.uses_linear_kernel:
             with torch.no_grad():
-                phi = self.model.features(x).contiguous()
-                ev.x_test = None if t.x_test is None else self.model.features(cast(t.x_test)).contiguous()
-            self._kernel = LinearGDKernel(
-                phi, y, self.cfg.optim.lr, self.cfg.optim.weight_decay, t.n_train, ev, self.steps_per_call, **kwargs
-            )
-        else:
-            ev.x_test = cast(t.x_test)
-            optimizer = self.optimizers().optimizer
-            self._kernel = AutogradKernel(
-                self.model,
-                optimizer,
-                x,
-                y,
-                t.n_train,
-                ev,
-                self.cfg.optim.batch_size,
-                self._batch_gen,
-                backward=self.manual_backward,
-                **kwargs,
-            )
+                phi = torch.stack(
+                    [m.features(cast(t.x_train[rows])) for m, t in zip(self.members, self.tensors, strict=True)]
+                )
+                if first.x_test is not None:
+                    ev.x_test = torch.stack(
+                        [m.features(cast(t.x_test)) for m, t in zip(self.members, self.tensors, strict=True)]
+                    )
+            ev.y_test, ev.theta_star = stacked(lambda t: t.y_test), stacked(lambda t: t.theta_star)
+            ev.test_labels = stacked(lambda t: t.test_labels)
+            ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
+            y = stacked(lambda t: t.y_train[rows])
+            lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
+            kernel = LinearGDKernel
+            if self.cfg.trainer.kernel == "rowspace" or (
+                self.cfg.trainer.kernel == "auto" and len(self.members) > 1 and phi.shape[1] < phi.shape[2]
+            ):
+                kernel = RowSpaceGDKernel
+                if world > 1 or phi.shape[1] >= phi.shape[2]:
+                    kernel = LinearGDKernel  # the row-space form needs all rows in one process and n < m
+            self._kernel = kernel(phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce)
+            return
+        ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)
+        ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(dev)
+        self._kernel = AutogradKernel(
+            self.model,
+            self.optimizers().optimizer,
+            cast(first.x_train[rows]),
+            cast(first.y_train[rows]),
+            first.n_train,
+            ev,
+            self.cfg.optim.batch_size,
+            self._batch_gen,
+            backward=self.manual_backward,
+            **reduce,
+        )
 
     def on_fit_start(self) -> None:
         self._build_kernel()
@@ -143,14 +170,22 @@ class GrokkingModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         steps = min(self.steps_per_call, self.max_steps - self.gd_step)
         if self.uses_linear_kernel:
-            chunk = self._kernel.run(self.model.trainable.data, self.gd_step, steps)
+            members = self.members
+            if len(members) == 1:
+                theta = self.model.trainable.data.unsqueeze(0)  # a view: the kernel writes through it
+                chunk = self._kernel.run(theta, self.gd_step, steps)
+            else:
+                theta = torch.stack([m.trainable.data for m in members])
+                chunk = self._kernel.run(theta, self.gd_step, steps)
+                for m, th in zip(members, theta, strict=True):
+                    m.trainable.data.copy_(th)
         else:
             chunk = self._kernel.run(self.gd_step, steps)
         self.last_chunk = chunk
         self.gd_step += steps
-        last = float(chunk.train_loss[-1]) + float(chunk.test_loss[-1])
-        if not math.isfinite(last) or any(not torch.isfinite(p).all() for p in self.model.parameters()):
-            bad = torch.nonzero(~torch.isfinite(chunk.train_loss) | ~torch.isfinite(chunk.test_loss))
+        last = float(chunk.train_loss[-1].sum() + chunk.test_loss[-1].sum())  # one sync per call, not per step
+        if not math.isfinite(last) or any(not torch.isfinite(p).all() for p in self.parameters()):
+            bad = torch.nonzero((~torch.isfinite(chunk.train_loss) | ~torch.isfinite(chunk.test_loss)).any(dim=1))
             self.diverged_at = chunk.start + (int(bad[0]) if len(bad) else len(chunk))
             self.stop_requested = True
         if self.gd_step >= self.max_steps or self.stop_requested:

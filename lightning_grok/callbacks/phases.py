@@ -10,6 +10,7 @@ Its whole state is in Lightning checkpoints: a resumed run keeps what it measure
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -32,51 +33,24 @@ def log_schedule(max_steps: int, points: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.round(geo).astype(np.int64)]))
 
 
-class PhaseTransitionCallback(Callback):
-    def __init__(
-        self,
-        eps: float,
-        c: float,
-        tau: float = 0.99,
-        theory: Theory | None = None,
-        output_dir: str | Path | None = None,
-        config: dict | None = None,
-        max_steps: int = 0,
-        log_points: int = 400,
-        stop_margin: float | None = None,
-    ):
-        self.eps, self.c, self.tau = eps, c, tau
-        self.theory = theory
-        self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.config = config or {}
-        self.max_steps = max_steps
-        self.stop_margin = stop_margin
-        self.schedule = log_schedule(max_steps, log_points)
-        self.detector = PhaseDetector(eps, c, tau)
-        self.curves: dict[str, list[float]] = {}
-        self.final: dict[str, float] = {}
-        self.steps_run = 0
-        self.envelope_ratios: dict[str, float] = {}
-        self.result: dict | None = None
+class MemberPhases:
+    """What one run (one ensemble member) measured: its detector, envelope checks and final values."""
 
-    # ---- per chunk -----------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        chunk = pl_module.last_chunk
-        if chunk is None or len(chunk) == 0:
-            return
-        pl_module.last_chunk = None
-        arrays = {"train/loss": chunk.train_loss, "test/loss": chunk.test_loss}
-        arrays.update({_metric_name(k): v for k, v in chunk.extras.items()})
-        arrays = {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}
-        start, k = chunk.start, len(chunk)
+    def __init__(self, eps: float, c: float, tau: float, theory: Theory | None):
+        self.theory = theory
+        self.detector = PhaseDetector(eps, c, tau)
+        self.final: dict[str, float] = {}
+        self.envelope_ratios: dict[str, float] = {}
+        self.steps_run = 0
+
+    def update(self, start: int, arrays: dict[str, np.ndarray]) -> None:
+        """``arrays``: this member's per-step values, each of shape (K,)."""
         self.detector.update(
             start, arrays["train/loss"], arrays["test/loss"], arrays.get("train/acc"), arrays.get("test/acc")
         )
         self._check_envelopes(start, arrays)
-        self.steps_run = start + k
+        self.steps_run = start + len(arrays["train/loss"])
         self.final = {key: float(v[-1]) for key, v in arrays.items()}
-        self._log_scheduled(trainer, start, k, arrays)
-        self._maybe_stop(pl_module)
 
     def _check_envelopes(self, start: int, arrays: dict[str, np.ndarray]) -> None:
         if self.theory is None or self.theory.envelopes is None:
@@ -96,59 +70,31 @@ class PhaseTransitionCallback(Callback):
                 continue
             worst = float(ratio.max()) if side == "upper" else float(ratio.min())
             prev = self.envelope_ratios.get(name)
-            self.envelope_ratios[name] = (
-                worst if prev is None else (max(prev, worst) if side == "upper" else min(prev, worst))
-            )
+            pick = max if side == "upper" else min
+            self.envelope_ratios[name] = worst if prev is None else pick(prev, worst)
 
-    def _log_scheduled(self, trainer: L.Trainer, start: int, k: int, arrays: dict[str, np.ndarray]) -> None:
-        lo, hi = np.searchsorted(self.schedule, [start, start + k])
-        for step in self.schedule[lo:hi]:
-            i = int(step) - start
-            row = {key: float(v[i]) for key, v in arrays.items() if key != "param_norm2"}
-            for key, val in row.items():
-                self.curves.setdefault(key, []).append(val)
-            self.curves.setdefault("step", []).append(int(step))
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=int(step))
-
-    def _maybe_stop(self, pl_module: L.LightningModule) -> None:
+    def transition_times(self) -> tuple[int | None, int | None]:
+        """(t1, t2) that end a run early: by accuracy for classification, where the loss ones may take far longer."""
         d = self.detector
-        # classification stops on the accuracy transitions; the loss ones may take far longer
-        t1, t2 = (d.overfit_acc.time, d.generalize_acc.time) if d.has_accuracy else (d.t_overfit, d.t_generalize)
-        if self.stop_margin is None or t1 is None or t2 is None:
-            return
-        if self.steps_run >= t2 + math.ceil(self.stop_margin * t2):
-            pl_module.stop_requested = True
+        return (d.overfit_acc.time, d.generalize_acc.time) if d.has_accuracy else (d.t_overfit, d.t_generalize)
 
-    def phase(self) -> str:
-        return self.detector.phase()
-
-    # ---- end of fit ----------------------------------------------------------------------------
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.result = self.summarize(
-            status="diverged" if pl_module.diverged_at is not None else "completed", diverged_at=pl_module.diverged_at
-        )
-        self._publish(trainer)
-
-    def summarize(self, status: str = "completed", diverged_at: int | None = None) -> dict:
+    def summarize(self, eps: float, c: float, tau: float) -> dict:
         d = self.detector
         out = {
-            "status": status,
-            "diverged_at": diverged_at,
             "steps_run": self.steps_run,
             "t_overfit": d.t_overfit,
             "t_generalize": d.t_generalize,
             "grokking_time": d.grokking_time,
             "t_overfit_status": d.overfit.status,
             "t_generalize_status": d.generalize.status,
-            "eps": self.eps,
-            "c": self.c,
+            "eps": eps,
+            "c": c,
             "final": self.final,
         }
         if d.has_accuracy:
             t1a, t2a = d.overfit_acc.time, d.generalize_acc.time
             out["accuracy"] = {
-                "tau": self.tau,
+                "tau": tau,
                 "t_overfit": t1a,
                 "t_generalize": t2a,
                 "grokking_time": None if t1a is None or t2a is None else t2a - t1a,
@@ -157,13 +103,10 @@ class PhaseTransitionCallback(Callback):
             }
         out["missing"] = self._missing()
         if self.theory is None:
-            out["exact"] = None
-            out["bounds"] = {}
-            out["envelopes"] = {}
-            out["theory_note"] = "no closed form or bound applies to this model family; measured times only"
+            out.update(exact=None, bounds={}, envelopes={})
+            out["theory_note"] = "no closed form or bound applies to this run; measured times only"
         else:
             out.update(self._against_theory())
-        out["config"] = self.config
         return out
 
     def _missing(self) -> list[str]:
@@ -203,9 +146,119 @@ class PhaseTransitionCallback(Callback):
                     "worst_ratio": worst,
                     "verdict": ("holds" if ok else "violated") if met else "hypothesis not met",
                 }
-        from dataclasses import asdict
-
         return {"exact": exact, "bounds": bounds, "envelopes": envelopes, "quantities": asdict(th.quantities)}
+
+    def state_dict(self) -> dict:
+        return {
+            "detector": self.detector.state_dict(),
+            "final": self.final,
+            "steps_run": self.steps_run,
+            "envelope_ratios": self.envelope_ratios,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.detector.load_state_dict(state["detector"])
+        self.final, self.steps_run, self.envelope_ratios = state["final"], state["steps_run"], state["envelope_ratios"]
+
+
+class PhaseTransitionCallback(Callback):
+    """``theory`` is one Theory (or None) per ensemble member; a single run has a list of one."""
+
+    def __init__(
+        self,
+        eps: float,
+        c: float,
+        tau: float = 0.99,
+        theory: Theory | None | list[Theory | None] = None,
+        output_dir: str | Path | None = None,
+        config: dict | None = None,
+        max_steps: int = 0,
+        log_points: int = 400,
+        stop_margin: float | None = None,
+    ):
+        self.eps, self.c, self.tau = eps, c, tau
+        theories = theory if isinstance(theory, list) else [theory]
+        self.members = [MemberPhases(eps, c, tau, th) for th in theories]
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.config = config or {}
+        self.stop_margin = stop_margin
+        self.schedule = log_schedule(max_steps, log_points)
+        self.curves: dict[str, list[float]] = {}
+        self.result: dict | None = None
+
+    @property
+    def final(self) -> dict[str, float]:
+        """Member 0's latest values (the progress bar's)."""
+        return self.members[0].final
+
+    # ---- per chunk -----------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        chunk = pl_module.last_chunk
+        if chunk is None or len(chunk) == 0:
+            return
+        pl_module.last_chunk = None
+        arrays = {"train/loss": chunk.train_loss, "test/loss": chunk.test_loss}
+        arrays.update({_metric_name(k): v for k, v in chunk.extras.items()})
+        arrays = {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}  # each (K, B)
+        for b, member in enumerate(self.members):
+            member.update(chunk.start, {k: v[:, b] for k, v in arrays.items()})
+        self._log_scheduled(trainer, chunk.start, len(chunk), arrays)
+        self._maybe_stop(pl_module)
+
+    def _log_scheduled(self, trainer: L.Trainer, start: int, k: int, arrays: dict[str, np.ndarray]) -> None:
+        """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble)."""
+        lo, hi = np.searchsorted(self.schedule, [start, start + k])
+        for step in self.schedule[lo:hi]:
+            i = int(step) - start
+            row = {}
+            for key, v in arrays.items():
+                if key == "param_norm2":
+                    continue
+                row[key] = float(v[i].mean())
+                if v.shape[1] > 1:
+                    row[f"{key}_std"] = float(v[i].std())
+            for key, val in row.items():
+                self.curves.setdefault(key, []).append(val)
+            self.curves.setdefault("step", []).append(int(step))
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=int(step))
+
+    def _maybe_stop(self, pl_module: L.LightningModule) -> None:
+        if self.stop_margin is None:
+            return
+        steps = self.members[0].steps_run
+        for member in self.members:
+            t1, t2 = member.transition_times()
+            if t1 is None or t2 is None or steps < t2 + math.ceil(self.stop_margin * t2):
+                return
+        pl_module.stop_requested = True
+
+    def phase(self) -> str:
+        return self.members[0].detector.phase()
+
+    # ---- end of fit ----------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        status = "diverged" if pl_module.diverged_at is not None else "completed"
+        self.result = self.summarize(status=status, diverged_at=pl_module.diverged_at)
+        self._publish(trainer)
+
+    def summarize(self, status: str = "completed", diverged_at: int | None = None) -> dict:
+        """phases.json: one run's times, or (an ensemble) each member's plus their mean and spread."""
+        head = {"status": status, "diverged_at": diverged_at}
+        members = [m.summarize(self.eps, self.c, self.tau) for m in self.members]
+        if len(members) == 1:
+            return head | members[0] | {"config": self.config}
+        agg = aggregate(members)
+        top = {k: agg[k]["mean"] for k in ("t_overfit", "t_generalize", "grokking_time")}
+        return (
+            head
+            | {"steps_run": members[0]["steps_run"], "members": members, "aggregate": agg}
+            | top
+            | {
+                "final": {k: float(np.mean([m["final"][k] for m in members])) for k in members[0]["final"]},
+                "config": self.config,
+            }
+        )
 
     @rank_zero_only
     def _publish(self, trainer: L.Trainer) -> None:
@@ -222,20 +275,33 @@ class PhaseTransitionCallback(Callback):
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "detector": self.detector.state_dict(),
-            "curves": self.curves,
-            "final": self.final,
-            "steps_run": self.steps_run,
-            "envelope_ratios": self.envelope_ratios,
-        }
+        return {"members": [m.state_dict() for m in self.members], "curves": self.curves}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.detector.load_state_dict(state_dict["detector"])
+        for member, state in zip(self.members, state_dict["members"], strict=True):
+            member.load_state_dict(state)
         self.curves = state_dict["curves"]
-        self.final = state_dict["final"]
-        self.steps_run = state_dict["steps_run"]
-        self.envelope_ratios = state_dict["envelope_ratios"]
+
+
+def aggregate(members: list[dict]) -> dict:
+    """Mean, std, min and max over members of each phase time (and of the exact ones); None if any is missing."""
+    out = {}
+    for key in ("t_overfit", "t_generalize", "grokking_time"):
+        vals = [m[key] for m in members]
+        exact = [(m.get("exact") or {}).get(key) for m in members]
+        out[key] = _stats(vals) | {"values": vals}
+        out[f"exact_{key}"] = _stats(exact)
+        out[f"{key}_matches_exact"] = (
+            all(v == e for v, e in zip(vals, exact, strict=True)) if None not in exact else None
+        )
+    return out
+
+
+def _stats(vals: list) -> dict:
+    if not vals or any(v is None for v in vals):
+        return {"mean": None, "std": None, "min": None, "max": None}
+    a = np.asarray(vals, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
 
 
 def _metric_name(extra: str) -> str:
@@ -260,6 +326,12 @@ def flat_summary(res: dict) -> dict:
         s[f"grok/bound/{name}/verdict"] = b["verdict"]
     for name, e in res.get("envelopes", {}).items():
         s[f"grok/envelope/{name}/verdict"] = e["verdict"]
+    for i, m in enumerate(res.get("members", [])):
+        for k in ("t_overfit", "t_generalize", "grokking_time"):
+            s[f"grok/member_{i}/{k}"] = m[k]
+    for k, st in res.get("aggregate", {}).items():
+        if isinstance(st, dict) and "std" in st:
+            s[f"grok/{k}_std"] = st["std"]
     return s
 
 
@@ -269,6 +341,22 @@ def format_table(res: dict) -> str:
             return "-"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+    if "members" in res:
+        lines = [
+            f"== phase transitions of {len(res['members'])} seeds ({res['status']}, {res['steps_run']} steps) ==",
+            f"{'member':8}{'t1':>10}{'exact t1':>10}{'t2':>10}{'exact t2':>10}{'t2-t1':>10}",
+        ]
+        for i, m in enumerate(res["members"]):
+            ex = m.get("exact") or {}
+            lines.append(
+                f"{i:<8}{fmt(m['t_overfit']):>10}{fmt(ex.get('t_overfit')):>10}{fmt(m['t_generalize']):>10}"
+                f"{fmt(ex.get('t_generalize')):>10}{fmt(m['grokking_time']):>10}"
+            )
+        for key in ("t_overfit", "t_generalize", "grokking_time"):
+            a = res["aggregate"][key]
+            stats = "  ".join(f"{s} {fmt(a[s])}" for s in ("mean", "std", "min", "max"))
+            lines.append(f"{key:16} {stats}")
+        return "\n".join(lines)
     lines = [
         f"== phase transitions ({res['status']}, {res['steps_run']} steps) ==",
         f"{'':24}{'measured':>12}{'exact':>12}",
