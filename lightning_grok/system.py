@@ -16,6 +16,7 @@ requeue signal (which makes Lightning checkpoint from inside a signal handler).
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 
@@ -68,7 +69,7 @@ class GrokkingModule(L.LightningModule):
         return [self.model, *self.ensemble]
 
     # ---- optimizer ---------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def uses_linear_kernel(self) -> bool:
         o = self.cfg.optim
         return (
