@@ -32,12 +32,12 @@ from lightning_grok.seeding import generator
 _DEFERRED_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM}
 
 
-def auto_steps_per_call(model: nn.Module, members: int = 1) -> int:
-    """Enough steps that Lightning's per-call cost is small, few enough that the iterate buffer stays ~32 MB."""
-    n_params = members * sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if getattr(model, "linear_in_parameters", False):
-        return int(max(64, min(4096, (4 << 20) // max(1, n_params))))
-    return 256
+def auto_steps_per_call(floats_per_step: int | None) -> int:
+    """Enough steps that Lightning's per-call cost is small, few enough that the iterate buffer (``floats_per_step``
+    numbers a step; None for the autograd kernel) stays about 32 MB."""
+    if floats_per_step is None:
+        return 256
+    return int(max(64, min(4096, (4 << 20) // max(1, floats_per_step))))
 
 
 class GrokkingModule(L.LightningModule):
@@ -56,7 +56,8 @@ class GrokkingModule(L.LightningModule):
         self.tensors = tensors
         self.gd_step = 0  # optimizer steps taken; the time axis of every measurement
         self.max_steps = int(cfg.trainer.max_steps)
-        per_call = cfg.trainer.steps_per_call or auto_steps_per_call(self.model, len(models))
+        self.rowspace = self._wants_rowspace()
+        per_call = cfg.trainer.steps_per_call or auto_steps_per_call(self._floats_per_step())
         self.steps_per_call = int(min(per_call, self.max_steps))
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
@@ -67,6 +68,20 @@ class GrokkingModule(L.LightningModule):
     @property
     def members(self) -> list[nn.Module]:
         return [self.model, *self.ensemble]
+
+    def _wants_rowspace(self) -> bool:
+        """trainer.kernel: rowspace, or auto with several seeds, when the row space is smaller (n < m)."""
+        kind = self.cfg.trainer.kernel
+        if not self.uses_linear_kernel or kind == "parameter":
+            return False
+        n, m = self.tensors[0].n_train, self.model.trainable.shape[0]
+        return n < m and (kind == "rowspace" or len(self.members) > 1)
+
+    def _floats_per_step(self) -> int | None:
+        if not self.uses_linear_kernel:
+            return None
+        n, (m, k) = self.tensors[0].n_train, self.model.trainable.shape
+        return len(self.members) * (n if self.rowspace else m) * k
 
     # ---- optimizer ---------------------------------------------------------------------------
     @functools.cached_property
@@ -131,13 +146,8 @@ class GrokkingModule(L.LightningModule):
             ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
             y = stacked(lambda t: t.y_train[rows])
             lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
-            kernel = LinearGDKernel
-            if self.cfg.trainer.kernel == "rowspace" or (
-                self.cfg.trainer.kernel == "auto" and len(self.members) > 1 and phi.shape[1] < phi.shape[2]
-            ):
-                kernel = RowSpaceGDKernel
-                if world > 1 or phi.shape[1] >= phi.shape[2]:
-                    kernel = LinearGDKernel  # the row-space form needs all rows in one process and n < m
+            # the row-space form needs all training rows in one process
+            kernel = RowSpaceGDKernel if self.rowspace and world == 1 else LinearGDKernel
             self._kernel = kernel(phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce)
             return
         ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)

@@ -26,8 +26,10 @@ SMALL_RIDGE = ["model.width=300", "data.n_train=40", "optim.weight_decay=1e-3", 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    up = shutil.which("sbatch") and subprocess.run(["bash", str(REPO / "slurm/test_cluster.sh"), "status"],
-                                                   capture_output=True).returncode == 0
+    up = (
+        shutil.which("sbatch")
+        and subprocess.run(["bash", str(REPO / "slurm/test_cluster.sh"), "status"], capture_output=True).returncode == 0
+    )
     if not up:
         if os.environ.get("LG_REQUIRE_SLURM"):
             pytest.fail("LG_REQUIRE_SLURM is set but the test SLURM cluster is not up (slurm/test_cluster.sh up)")
@@ -41,8 +43,9 @@ def _env(**extra: str) -> dict:
 
 
 def sbatch(*args: str, env: dict) -> str:
-    proc = subprocess.run(["sbatch", "--parsable", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        ["sbatch", "--parsable", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     return proc.stdout.strip().split(";")[0]
 
 
@@ -62,34 +65,68 @@ def _log(path: Path) -> str:
 
 def test_job_array_of_offline_agents_runs_each_grid_point_once(tmp_path):
     sweep = tmp_path / "grid.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "slurm-grid", "method": "grid", "metric": {"name": "grok/t_generalize", "goal": "minimize"},
-        "command": ["${env}", "${interpreter}", "-m", "lightning_grok", "fit", "configs/ridge.yaml",
-                    "${args_no_hyphens}"],
-        "parameters": {"optim.weight_decay": {"values": [1e-3, 2e-3, 3e-3, 4e-3]},
-                       "model.width": {"value": 300}, "data.n_train": {"value": 40},
-                       "trainer.max_steps": {"value": 4000}, "trainer.progress_bar": {"value": False}},
-    }))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "slurm-grid",
+                "method": "grid",
+                "metric": {"name": "grok/t_generalize", "goal": "minimize"},
+                "command": [
+                    "${env}",
+                    "${interpreter}",
+                    "-m",
+                    "lightning_grok",
+                    "fit",
+                    "configs/ridge.yaml",
+                    "${args_no_hyphens}",
+                ],
+                "parameters": {
+                    "optim.weight_decay": {"values": [1e-3, 2e-3, 3e-3, 4e-3]},
+                    "model.width": {"value": 300},
+                    "data.n_train": {"value": 40},
+                    "trainer.max_steps": {"value": 4000},
+                    "trainer.progress_bar": {"value": False},
+                },
+            }
+        )
+    )
     sweep_dir = tmp_path / "sweep"
-    job = sbatch("--array=0-1", f"--output={tmp_path}/array-%a.out", str(REPO / "slurm/sweep_array.sbatch"),
-                 str(sweep), str(sweep_dir), env=_env(WANDB_MODE="offline"))
+    job = sbatch(
+        "--array=0-1",
+        f"--output={tmp_path}/array-%a.out",
+        str(REPO / "slurm/sweep_array.sbatch"),
+        str(sweep),
+        str(sweep_dir),
+        env=_env(WANDB_MODE="offline"),
+    )
     wait(job)
     runs = list(SweepDir(sweep_dir).read()["runs"].values())
     assert len(runs) == 4, _log(tmp_path / "array-*.out")
     assert sorted(r["params"]["optim.weight_decay"] for r in runs) == [1e-3, 2e-3, 3e-3, 4e-3]
     assert {r["state"] for r in runs} == {"finished"}
     assert len({r["agent"]["pid"] for r in runs}) == 2  # both array tasks took points
-    table = subprocess.run([sys.executable, "-m", "lightning_grok", "sweep-table", str(sweep_dir), "--json"],
-                           capture_output=True, text=True, cwd=REPO, env=_env())
+    table = subprocess.run(
+        [sys.executable, "-m", "lightning_grok", "sweep-table", str(sweep_dir), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+    )
     rows = json.loads(table.stdout)
     assert len(rows) == 4 and all(r["t_generalize"] is not None for r in rows), rows
 
 
 def test_two_task_ddp_run_matches_the_single_process_run(tmp_path):
     out = tmp_path / "ddp"
-    job = sbatch("--ntasks-per-node=2", f"--output={tmp_path}/ddp.out", str(REPO / "slurm/ddp.sbatch"),
-                 "configs/ridge.yaml", *SMALL_RIDGE, "trainer.max_steps=4000",
-                 env=_env(WANDB_MODE="disabled", LG_ACCELERATOR="cpu", LG_OUTPUT_DIR=str(out)))
+    job = sbatch(
+        "--ntasks-per-node=2",
+        f"--output={tmp_path}/ddp.out",
+        str(REPO / "slurm/ddp.sbatch"),
+        "configs/ridge.yaml",
+        *SMALL_RIDGE,
+        "trainer.max_steps=4000",
+        env=_env(WANDB_MODE="disabled", LG_ACCELERATOR="cpu", LG_OUTPUT_DIR=str(out)),
+    )
     wait(job)
     log = (tmp_path / "ddp.out").read_text()
     assert "MEMBER: 2/2" in log, log[-3000:]
@@ -102,11 +139,20 @@ def test_two_task_ddp_run_matches_the_single_process_run(tmp_path):
 
 
 def test_sigusr1_requeues_and_the_job_finishes_like_an_uninterrupted_run(tmp_path):
-    args = ["optim.weight_decay=1e-5", "trainer.max_steps=150000", "trainer.progress_bar=false",
-            "trainer.steps_per_call=2000"]
+    args = [
+        "optim.weight_decay=1e-5",
+        "trainer.max_steps=150000",
+        "trainer.progress_bar=false",
+        "trainer.steps_per_call=2000",
+    ]
     out = tmp_path / "requeue"
-    job = sbatch(f"--output={tmp_path}/requeue.out", str(REPO / "slurm/ddp.sbatch"), "configs/ridge.yaml", *args,
-                 env=_env(WANDB_MODE="offline", LG_ACCELERATOR="cpu", LG_OUTPUT_DIR=str(out)))
+    job = sbatch(
+        f"--output={tmp_path}/requeue.out",
+        str(REPO / "slurm/ddp.sbatch"),
+        "configs/ridge.yaml",
+        *args,
+        env=_env(WANDB_MODE="offline", LG_ACCELERATOR="cpu", LG_OUTPUT_DIR=str(out)),
+    )
     # wait until training is under way (the W&B id file is written just before fit starts), then signal
     end = time.monotonic() + 120
     while not (out / "wandb_run_id.txt").exists() and time.monotonic() < end:
@@ -121,7 +167,14 @@ def test_sigusr1_requeues_and_the_job_finishes_like_an_uninterrupted_run(tmp_pat
     _, whole = fit("ridge.yaml", tmp_path / "whole", *args)
     for key in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "final"):
         assert requeued[key] == whole[key], key
-    run_ids = {json.loads(subprocess.run([str(Path(sys.executable).with_name("wandb")), "leet", "inspect",
-                                          "--summary", "--json", str(r)], capture_output=True, text=True).stdout)
-               ["run_id"] for r in (out / "wandb").glob("offline-run-*")}
+    run_ids = {
+        json.loads(
+            subprocess.run(
+                [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", "--summary", "--json", str(r)],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )["run_id"]
+        for r in (out / "wandb").glob("offline-run-*")
+    }
     assert len(list((out / "wandb").glob("offline-run-*"))) == 2 and len(run_ids) == 1, run_ids

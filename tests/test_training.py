@@ -48,11 +48,23 @@ def test_label_noise_makes_bounds_inapplicable_but_exact_dynamics_still_exact(tm
 
 
 def test_zero_teacher_envelopes_of_theorem_4_1_hold(tmp_path):
-    status, res = fit("ridge.yaml", tmp_path, "data.teacher=zero", "optim.weight_decay=1e-3", "trainer.max_steps=4000")
+    """Long enough (12000 steps) that the training-loss envelope falls far below float64's rounding floor."""
+    status, res = fit("ridge.yaml", tmp_path, "data.teacher=zero", "optim.weight_decay=1e-3", "trainer.max_steps=12000")
     assert status == 0
     env = res["envelopes"]
     assert set(env) == {"thm41_train_upper", "thm41_test_lower", "thm41_norm_upper"}
     assert all(e["verdict"] == "holds" for e in env.values()), env
+    # and a real violation is caught: the same start judged against an envelope 10^4 times too tight
+    from lightning_grok.callbacks.phases import MemberPhases
+    from lightning_grok.experiment import build
+
+    built = build(load("ridge.yaml", "data.teacher=zero", "optim.weight_decay=1e-3"))
+    member = MemberPhases(0.01, 0.01, 0.99, built.theory)
+    tight = built.theory.envelopes.train_upper
+    built.theory.envelopes.train_upper = lambda t: tight(t) / 1e4
+    member.update(0, {"train/loss": np.array([float(built.theory.exact.train_loss(0)[0])]),
+                      "test/loss": np.array([1.0])})
+    assert member.envelope_ratios["thm41_train_upper"] > 1
 
 
 def test_gd_converges_to_the_closed_form_ridge_solution(tmp_path):
