@@ -57,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"member phase times differ from the sequential runs:\n{members}\n{singles}")
             ens_t.append(te)
             seq_t.append(ts)
-    out = {"seeds": args.seeds, "steps": args.steps, "vectorized_s": median(ens_t), "sequential_s": median(seq_t),
-           "speedup": median(seq_t) / median(ens_t), "members_equal_sequential": True}
+    out = {
+        "seeds": args.seeds,
+        "steps": args.steps,
+        "vectorized_s": median(ens_t),
+        "sequential_s": median(seq_t),
+        "speedup": median(seq_t) / median(ens_t),
+        "members_equal_sequential": True,
+    }
     print(f"{args.seeds} seeds x {args.steps} steps, median of {args.reps}:")
     print(f"  vectorized (seeds={args.seeds}, one process) {out['vectorized_s']:8.2f} s")
     print(f"  sequential ({args.seeds} runs)               {out['sequential_s']:8.2f} s")

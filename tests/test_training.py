@@ -62,8 +62,9 @@ def test_zero_teacher_envelopes_of_theorem_4_1_hold(tmp_path):
     member = MemberPhases(0.01, 0.01, 0.99, built.theory)
     tight = built.theory.envelopes.train_upper
     built.theory.envelopes.train_upper = lambda t: tight(t) / 1e4
-    member.update(0, {"train/loss": np.array([float(built.theory.exact.train_loss(0)[0])]),
-                      "test/loss": np.array([1.0])})
+    member.update(
+        0, {"train/loss": np.array([float(built.theory.exact.train_loss(0)[0])]), "test/loss": np.array([1.0])}
+    )
     assert member.envelope_ratios["thm41_train_upper"] > 1
 
 
