@@ -243,6 +243,7 @@ def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
         cfg.trainer.max_steps,
         cfg.wandb.log_points,
         cfg.phases.stop_margin,
+        theory_note=built.theory_note,
     )
     every = (
         max(1, cfg.trainer.checkpoint_every // built.module.steps_per_call) if cfg.trainer.checkpoint_every else None
@@ -266,10 +267,6 @@ def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
             atomic_write_json(output_dir / "phases.json", result)
         return EXIT_INTERRUPTED, result
     result = phases.result
-    if not built.theory and built.theory_note:
-        result["theory_note"] = built.theory_note
-        if trainer.is_global_zero:
-            atomic_write_json(output_dir / "phases.json", result)
     return (EXIT_DIVERGED if result["status"] == "diverged" else EXIT_OK), result
 
 

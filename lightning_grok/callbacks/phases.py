@@ -37,8 +37,17 @@ def log_schedule(max_steps: int, points: int) -> np.ndarray:
 class MemberPhases:
     """What one run (one ensemble member) measured: its detector, envelope checks and final values."""
 
-    def __init__(self, eps: float, c: float, tau: float, theory: Theory | None, float_eps: float = 2.0**-52):
+    def __init__(
+        self,
+        eps: float,
+        c: float,
+        tau: float,
+        theory: Theory | None,
+        float_eps: float = 2.0**-52,
+        theory_note: str = "",
+    ):
         self.theory = theory
+        self.theory_note = theory_note or "no closed form or bound applies to this run; measured times only"
         self.float_eps = float_eps  # machine epsilon of the run's dtype
         self.detector = PhaseDetector(eps, c, tau)
         self.final: dict[str, float] = {}
@@ -109,7 +118,7 @@ class MemberPhases:
         out["missing"] = self._missing()
         if self.theory is None:
             out.update(exact=None, bounds={}, envelopes={})
-            out["theory_note"] = "no closed form or bound applies to this run; measured times only"
+            out["theory_note"] = self.theory_note
         else:
             out.update(self._against_theory())
         return out
@@ -180,10 +189,11 @@ class PhaseTransitionCallback(Callback):
         max_steps: int = 0,
         log_points: int = 400,
         stop_margin: float | None = None,
+        theory_note: str = "",
     ):
         self.eps, self.c, self.tau = eps, c, tau
         theories = theory if isinstance(theory, list) else [theory]
-        self.members = [MemberPhases(eps, c, tau, th) for th in theories]
+        self.members = [MemberPhases(eps, c, tau, th, theory_note=theory_note) for th in theories]
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.config = config or {}
         self.stop_margin = stop_margin
