@@ -2,6 +2,7 @@
 
   lightning-grok fit CONFIG [key=value ...]              train one run (exit 0; 2 bad input; 3 diverged)
   lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
+  lightning-grok reproduce fig1 [--quick] [--out DIR]    a paper figure: measured curves beside exact GD
   lightning-grok sweep SWEEP.yaml [--count N]            run a W&B sweep file offline (any number of agents)
   lightning-grok sweep-table DIR                         a sweep's table: parameters, t1, t2, bound verdicts
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config")
     t.add_argument("overrides", nargs="*")
     t.add_argument("--json", action="store_true", help="machine-readable output")
+    r = sub.add_parser("reproduce", help="train a paper figure's config and plot measurement beside theory")
+    r.add_argument("figure", choices=["fig1"])
+    r.add_argument("--quick", action="store_true", help="a shrunk run (about a minute) instead of the paper's scale")
+    r.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNG and the runs")
+    r.set_defaults(func=_reproduce)
     from lightning_grok.sweep.cli import add_parsers as add_sweep_parsers
 
     add_sweep_parsers(sub)
@@ -66,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lightning-grok: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from lightning_grok.reproduce import reproduce
+
+    try:
+        out = reproduce(args.figure, args.out, quick=args.quick)
+    except ConfigError as exc:
+        print(f"lightning-grok: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {out['png']}")
+    return out["status"]
 
 
 def format_theory(out: dict) -> str:

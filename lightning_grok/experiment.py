@@ -224,10 +224,11 @@ def _resume_path(output_dir: Path) -> str | None:
     return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 
-def fit(cfg: DictConfig, config_name: str = "run") -> tuple[int, dict]:
-    """Train one run. Returns (exit status, phases dict)."""
+def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -> tuple[int, dict]:
+    """Train one run (``built``: the pieces, when the caller already built them from ``cfg``).
+    Returns (exit status, phases dict)."""
     output_dir = resolve_output_dir(cfg, config_name)
-    built = build(cfg)
+    built = built or build(cfg)
     check_stability(built)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
