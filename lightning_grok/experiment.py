@@ -214,13 +214,16 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger) -> 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(output_dir),
+        # no default checkpoint callback: fit() saves last.ckpt itself; periodic ones only when asked for
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         log_every_n_steps=1,
     )
 
 
 def _resume_path(output_dir: Path) -> str | None:
-    """The newest of SLURM's requeue checkpoint (hpc_ckpt_N.ckpt, written on SIGUSR1) and last.ckpt."""
-    candidates = list(output_dir.glob("hpc_ckpt_*.ckpt")) + list((output_dir / "checkpoints").glob("last.ckpt"))
+    """The newest of SLURM's requeue checkpoint (hpc_ckpt_N.ckpt, written on SIGUSR1), the periodic one and
+    last.ckpt (written when a fit ends)."""
+    candidates = list(output_dir.glob("hpc_ckpt_*.ckpt")) + list((output_dir / "checkpoints").glob("*.ckpt"))
     return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
 
 
@@ -246,13 +249,18 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
         cfg.phases.stop_margin,
         theory_note=built.theory_note,
     )
-    every = (
-        max(1, cfg.trainer.checkpoint_every // built.module.steps_per_call) if cfg.trainer.checkpoint_every else None
-    )
-    ckpt = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=every or 10**12
-    )
-    callbacks = [phases, ckpt] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
+    callbacks = [phases] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
+    if cfg.trainer.checkpoint_every:
+        # checkpoints/periodic.ckpt, every ~checkpoint_every GD steps (an epoch is one call of K steps)
+        every = max(1, cfg.trainer.checkpoint_every // built.module.steps_per_call)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=output_dir / "checkpoints",
+                filename="periodic",
+                every_n_epochs=every,
+                enable_version_counter=False,
+            )
+        )
     trainer = make_trainer(cfg, output_dir, callbacks, logger)
     try:
         with warnings.catch_warnings():

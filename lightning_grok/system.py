@@ -194,6 +194,9 @@ class GrokkingModule(L.LightningModule):
             chunk = self._kernel.run(self.gd_step, steps)
         self.last_chunk = chunk
         self.gd_step += steps
+        # the kernels step outside LightningOptimizer: count the steps in Lightning's own progress, so that
+        # trainer.global_step is the GD step (ModelCheckpoint skips saving while global_step does not move)
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(steps)
         last = float(chunk.train_loss[-1].sum() + chunk.test_loss[-1].sum())  # one sync per call, not per step
         if not math.isfinite(last) or any(not torch.isfinite(p).all() for p in self.parameters()):
             bad = torch.nonzero((~torch.isfinite(chunk.train_loss) | ~torch.isfinite(chunk.test_loss)).any(dim=1))

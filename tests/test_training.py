@@ -119,3 +119,20 @@ def test_float32_runs_and_agrees_with_float64_to_a_few_steps(tmp_path):
     )
     assert r32["t_generalize"] is not None
     assert abs(r32["t_generalize"] - r32["exact"]["t_generalize"]) <= 5
+
+
+def test_periodic_checkpoints_follow_gd_steps(tmp_path):
+    """trainer.checkpoint_every: Lightning's global step is the GD step, so its ModelCheckpoint fires mid-run."""
+    _, res = fit(
+        "ridge.yaml",
+        tmp_path,
+        "optim.weight_decay=1e-3",
+        "trainer.steps_per_call=500",
+        "trainer.checkpoint_every=1000",
+        "trainer.max_steps=2500",
+    )
+    periodic = torch.load(tmp_path / "checkpoints" / "periodic.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert periodic["grok"]["gd_step"] == periodic["global_step"] == 2000
+    assert last["grok"]["gd_step"] == last["global_step"] == res["steps_run"] == 2500
+    assert not list(tmp_path.rglob("epoch=*.ckpt"))  # no default checkpoint callback behind our back
