@@ -6,13 +6,14 @@ import json
 import math
 import netrc
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
+
+from lightning_grok.atomic import atomic_write_text
 
 
 def resolve_output_dir(cfg: DictConfig, config_name: str) -> Path:
@@ -36,13 +37,8 @@ def _json_safe(obj):
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_json_safe(obj), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """JSON with non-finite floats and tensors made safe, written atomically."""
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
 
 
 def wandb_logged_in() -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
+from lightning_grok.atomic import atomic_write_text
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of
 
 STATE_VERSION = 1
@@ -140,20 +140,6 @@ def point_key(params: dict) -> str:
 
 
 # ---- files ------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, text: str) -> None:
-    """Temporary file in the same folder, fsync, rename: a crash leaves the old file or the new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class SweepDir:
     """One sweep's directory. Methods that change state take the lock themselves."""
 
@@ -186,7 +172,7 @@ class SweepDir:
         return json.loads(self.state_path.read_text())
 
     def _write(self, state: dict) -> None:
-        _atomic_write(self.state_path, json.dumps(state, indent=1, default=str) + "\n")
+        atomic_write_text(self.state_path, json.dumps(state, indent=1, default=str) + "\n")
 
     def init(self, spec: SweepSpec) -> None:
         """Create the directory for ``spec``, or check that it already holds this very sweep."""
@@ -200,7 +186,7 @@ class SweepDir:
                         f"{spec.path}); pass another --sweep-dir"
                     )
             else:
-                _atomic_write(self.sweep_path, spec.text)
+                atomic_write_text(self.sweep_path, spec.text)
             if not self.state_path.is_file():
                 self._write(
                     {
@@ -217,7 +203,7 @@ class SweepDir:
 
     # ---- heartbeats ----
     def beat(self, name: str) -> None:
-        _atomic_write(self.heartbeat_dir / name, f"{time.time()}\n")
+        atomic_write_text(self.heartbeat_dir / name, f"{time.time()}\n")
 
     def last_beat(self, record: dict) -> float:
         try:
