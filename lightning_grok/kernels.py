@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -234,6 +235,12 @@ def _test_set_losses(predict, steps: int, ev: Evaluation, budget: int = 1 << 24)
     return torch.cat(losses), extras
 
 
+def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy of logits or one-hot regressions, by torchmetrics (no per-step argument checks: the
+    kernel fixes the shapes)."""
+    return multiclass_accuracy(out, labels, num_classes=out.shape[1], average="micro", validate_args=False)
+
+
 class AutogradKernel:
     """Steps of a torch optimizer on the Eq. (1) objective (or cross-entropy), losses of theta_t recorded."""
 
@@ -275,7 +282,7 @@ class AutogradKernel:
             loss = self._loss_sum(out, self.y, labels)
             train[i] = loss.detach()
             if train_acc is not None:
-                train_acc[i] = (out.detach().argmax(dim=1) == labels).sum()
+                train_acc[i] = _accuracy(out.detach(), labels) * labels.shape[0]  # a count, summed over ranks
             with torch.no_grad():
                 t_loss, extra = self._test(dtype)
             test[i] = t_loss
@@ -309,5 +316,5 @@ class AutogradKernel:
             if self.ev.surrogate_eps is not None and self.ev.test_labels is None:
                 extra["test_surrogate_acc"] = (err <= self.ev.surrogate_eps).to(dtype).mean()
         if self.ev.test_labels is not None:
-            extra["test_acc"] = (out.argmax(dim=1) == self.ev.test_labels).to(dtype).mean()
+            extra["test_acc"] = _accuracy(out, self.ev.test_labels).to(dtype)
         return loss, extra
