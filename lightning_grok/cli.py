@@ -48,40 +48,33 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    if argv and argv[0] in ("fit", "theory"):
+    try:
+        if not argv or argv[0] not in ("fit", "theory"):
+            args = parser.parse_args(argv)
+            return args.func(args)
         # every key=value (or W&B's --key=value) is an override, wherever it stands
         overrides = [a for a in argv[1:] if "=" in a]
         args = parser.parse_args([argv[0]] + [a for a in argv[1:] if "=" not in a])
-    else:
-        args, overrides = parser.parse_args(argv), []
-        return args.func(args)
-    try:
         cfg = load_config(args.config, list(args.overrides) + overrides)
         if args.verb == "fit":
             from lightning_grok.experiment import fit
 
             status, _ = fit(cfg, Path(args.config).stem)
             return status
-        if args.verb == "theory":
-            from lightning_grok.experiment import theory
+        from lightning_grok.experiment import theory
 
-            out = theory(cfg)
-            print(json.dumps(out, indent=2, default=str) if args.json else format_theory(out))
-            return 0
+        out = theory(cfg)
+        print(json.dumps(out, indent=2, default=str) if args.json else format_theory(out))
+        return 0
     except ConfigError as exc:
         print(f"lightning-grok: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from lightning_grok.reproduce import reproduce
 
-    try:
-        out = reproduce(args.figure, args.out, quick=args.quick)
-    except ConfigError as exc:
-        print(f"lightning-grok: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    out = reproduce(args.figure, args.out, quick=args.quick)
     print(f"wrote {out['png']}")
     return out["status"]
 
