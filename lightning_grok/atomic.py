@@ -1,22 +1,47 @@
-"""Atomic file writes: readers (another agent, a resumed job) see the old file or the new one, never half."""
+"""Atomic file writes: readers (another agent, a resumed job) see the old file or the new one, never half.
+
+Files are created with the permissions of an ordinary ``open()`` (0666 less the umask, so 0644 by default):
+``tempfile.mkstemp`` alone makes them 0600, which would hide a team's shared sweep directory from the group.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temporary file in the same folder, fsync, rename; the temporary file is removed if anything fails."""
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None) -> None:
+    """Call ``write(f)`` on a temporary file in the same folder, fsync it, then rename it over ``path``
+    (first renaming the current ``path``, if any, to ``keep_previous`` when given).
+
+    If anything fails (a full disk, a signal turned into an exception) the temporary file is removed and
+    ``path`` keeps its previous content."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``text`` (UTF-8) written atomically to ``path``."""
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -6,6 +6,9 @@ never from a second sample.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,23 +16,29 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_grok.callbacks.control import RunControl
 from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.callbacks.progress import StepProgressBar
+from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 from lightning_grok.config import ConfigError, to_container
 from lightning_grok.data.base import FullBatchDataModule, Tensors
 from lightning_grok.models import build_model
+from lightning_grok.rundir import RunLock, check_identity, check_writable, store_config
 from lightning_grok.seeding import generator
+from lightning_grok.signals import SignalFlags
 from lightning_grok.system import GrokkingModule
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.report import Theory
-from lightning_grok.tracking import atomic_write_json, make_logger, resolve_output_dir
+from lightning_grok.tracking import make_logger, resolve_output_dir
 
 SIGMA_ESTIMATE_MAX_WIDTH = 3000  # above this, lambda_min(Sigma) by eigendecomposition is too slow to do per run
 
-EXIT_OK, EXIT_CONFIG, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_DIVERGED = 0, 1, 2, 3
 
 
 def param_dtype(cfg: DictConfig) -> torch.dtype:
@@ -199,13 +208,16 @@ def _devices(spec: str):
     return int(spec)
 
 
-def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger) -> L.Trainer:
+def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger, plugins: list | None = None) -> L.Trainer:
+    """The Trainer of a run: no epochs or batches to speak of (one epoch is one call of K GD steps), no default
+    checkpoint callback (``RunControl`` and ``fit`` write ``checkpoints/last.ckpt``), atomic checkpoint files."""
     return L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=_devices(cfg.trainer.devices),
         num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
+        precision=None if any(isinstance(p, Precision) for p in plugins or []) else cfg.trainer.precision,
+        plugins=[AtomicCheckpointIO(), *(plugins or [])],
         max_epochs=-1,
         max_steps=-1,
         logger=logger if logger is not None else False,
@@ -214,28 +226,46 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger) -> 
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(output_dir),
-        # no default checkpoint callback: fit() saves last.ckpt itself; periodic ones only when asked for
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_checkpointing=False,
         log_every_n_steps=1,
     )
 
 
-def _resume_path(output_dir: Path) -> str | None:
-    """The newest of SLURM's requeue checkpoint (hpc_ckpt_N.ckpt, written on SIGUSR1), the periodic one and
-    last.ckpt (written when a fit ends)."""
-    candidates = list(output_dir.glob("hpc_ckpt_*.ckpt")) + list((output_dir / "checkpoints").glob("*.ckpt"))
-    return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
-
-
 def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -> tuple[int, dict]:
     """Train one run (``built``: the pieces, when the caller already built them from ``cfg``).
-    Returns (exit status, phases dict)."""
+
+    Returns (exit status, phases dict): 0 completed, 1 a file could not be written (a full disk: earlier
+    results stay intact), 3 diverged, 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM; the checkpoint
+    is saved and the same command resumes). Bad input raises ConfigError (exit 2) before anything is built:
+    an ``output_dir`` that cannot be written, held by another live process, or holding another config's run.
+    """
     output_dir = resolve_output_dir(cfg, config_name)
-    built = built or build(cfg)
-    check_stability(built)
-    output_dir.mkdir(parents=True, exist_ok=True)
     config = to_container(cfg)
     config["output_dir"] = str(output_dir)
+    check_writable(output_dir)
+    rank_zero = rank_zero_only.rank == 0  # DDP ranks share the directory: rank 0 owns the lock and the config
+    with SignalFlags() as flags, RunLock(output_dir) if rank_zero else contextlib.nullcontext():
+        check_identity(output_dir, config)
+        try:
+            return _fit(cfg, config, output_dir, built, flags, rank_zero)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            print(
+                f"lightning-grok: error: cannot write{where}: {exc.strerror or exc}. Results written before "
+                f"this are intact in {output_dir}; free space and run the same command again to resume.",
+                file=sys.stderr,
+            )
+            return EXIT_IO, {}
+
+
+def _fit(
+    cfg: DictConfig, config: dict, output_dir: Path, built: Built | None, flags: SignalFlags, rank_zero: bool
+) -> tuple[int, dict]:
+    built = built or build(cfg)
+    check_stability(built)
+    resume = resume_checkpoint(output_dir, built.module.config_fingerprint, warn=_warn if rank_zero else _quiet)
+    if rank_zero:
+        store_config(output_dir, config)
     logger = make_logger(cfg, output_dir, config)
     phases = PhaseTransitionCallback(
         cfg.phases.eps,
@@ -249,34 +279,46 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
         cfg.phases.stop_margin,
         theory_note=built.theory_note,
     )
-    callbacks = [phases] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
-    if cfg.trainer.checkpoint_every:
-        # checkpoints/periodic.ckpt, every ~checkpoint_every GD steps (an epoch is one call of K steps)
-        every = max(1, cfg.trainer.checkpoint_every // built.module.steps_per_call)
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=output_dir / "checkpoints",
-                filename="periodic",
-                every_n_epochs=every,
-                enable_version_counter=False,
-            )
-        )
+    control = RunControl(flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every)
+    callbacks = [phases, control] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
     trainer = make_trainer(cfg, output_dir, callbacks, logger)
+    module = built.module
     try:
         with warnings.catch_warnings():
             # hints about DataLoader workers and logging intervals do not apply to full-batch GD
             warnings.filterwarnings("ignore", message=".*(does not have many workers|log_every_n_steps).*")
-            trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=_resume_path(output_dir))
-        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)
+            try:
+                trainer.fit(module, datamodule=built.datamodule, ckpt_path=resume)
+            except SIGTERMException:
+                # Lightning's own SIGTERM handler fired before RunControl took over, i.e. before any step of
+                # this process: nothing new to save
+                control.stopped_by = signal.SIGTERM
+            else:
+                trainer.save_checkpoint(last_checkpoint(output_dir))
+        if control.stopped_by is not None:
+            status = "interrupted"
+        else:
+            status = "diverged" if module.diverged_at is not None else "completed"
+        result = phases.summarize(status=status, diverged_at=module.diverged_at)
+        phases.publish(trainer, result)
     finally:
         _close_wandb()
-    if trainer.interrupted or phases.result is None:
-        result = phases.summarize(status="interrupted")
-        if trainer.is_global_zero:
-            atomic_write_json(output_dir / "phases.json", result)
-        return EXIT_INTERRUPTED, result
-    result = phases.result
-    return (EXIT_DIVERGED if result["status"] == "diverged" else EXIT_OK), result
+    if control.stopped_by is not None:
+        print(
+            f"lightning-grok: stopped by {signal.Signals(control.stopped_by).name} at GD step {module.gd_step}; "
+            f"checkpoint in {last_checkpoint(output_dir)}. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 128 + int(control.stopped_by), result
+    return (EXIT_DIVERGED if status == "diverged" else EXIT_OK), result
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 def _close_wandb() -> None:

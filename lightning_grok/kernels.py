@@ -247,7 +247,7 @@ class AutogradKernel:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer,  # Lightning's optimizer (its step runs the precision plugin), or a torch one
         x: torch.Tensor,
         y: torch.Tensor,
         n_global: int,

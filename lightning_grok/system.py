@@ -10,26 +10,33 @@ or mean cross-entropy for classification with index targets. Optimizers (``optim
 
 One ``training_step`` runs ``steps_per_call`` optimizer steps (one Lightning epoch holds one such call),
 so every time in this framework is a count of optimizer steps. The module owns the step counter
-``gd_step`` and puts it in checkpoints; a chunk is committed atomically with respect to SLURM's
-requeue signal (which makes Lightning checkpoint from inside a signal handler).
+``gd_step`` and puts it in checkpoints. It ends training through Lightning's public ``trainer.should_stop``
+when ``trainer.max_steps`` is reached or the run diverges; signals are acted on between chunks by
+``callbacks.control.RunControl``, never inside one.
+
+The autograd path steps through Lightning's optimizer (``self.optimizers()``), so the precision plugin
+applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradients, skips steps with inf/NaN
+gradients and updates its scale. The fused linear kernel does its own arithmetic in the parameters' dtype,
+so it serves the ``*-true`` precisions; mixed precision trains linear models on the autograd path.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import signal
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lightning_grok.data.base import Tensors
 from lightning_grok.kernels import AutogradKernel, Chunk, Evaluation, LinearGDKernel, RowSpaceGDKernel
+from lightning_grok.rundir import fingerprint
 from lightning_grok.seeding import generator
 
-_DEFERRED_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM}
+# A run diverges when its training loss becomes non-finite, or exceeds both DIVERGENCE_GROWTH times its
+# minimum so far and its value at step 0: a blow-up, not the rounding noise of a loss near 1e-30.
+DIVERGENCE_GROWTH = 1e6
 
 
 def auto_steps_per_call(floats_per_step: int | None) -> int:
@@ -61,7 +68,9 @@ class GrokkingModule(L.LightningModule):
         self.steps_per_call = int(min(per_call, self.max_steps))
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
-        self.stop_requested = False
+        self.loss_min: torch.Tensor | None = None  # (B,) smallest training loss so far, per member
+        self.loss_start: torch.Tensor | None = None  # (B,) training loss at step 0
+        self.config_fingerprint = fingerprint(OmegaConf.to_container(cfg, resolve=True))
         self._kernel = None
         self._batch_gen = generator(cfg.seed, "batches")
 
@@ -92,6 +101,7 @@ class GrokkingModule(L.LightningModule):
             and o.name == "gd"
             and (o.batch_size is None or o.batch_size >= self.tensors[0].n_train)
             and not self.tensors[0].cross_entropy
+            and "mixed" not in str(self.cfg.trainer.precision)
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -154,7 +164,7 @@ class GrokkingModule(L.LightningModule):
         ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(dev)
         self._kernel = AutogradKernel(
             self.model,
-            self.optimizers().optimizer,
+            self.optimizers(),  # Lightning's optimizer: its step runs the precision plugin (GradScaler)
             cast(first.x_train[rows]),
             cast(first.y_train[rows]),
             first.n_train,
@@ -169,16 +179,12 @@ class GrokkingModule(L.LightningModule):
         self._build_kernel()
 
     # ---- the training loop -------------------------------------------------------------------
-    def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
-        if self.gd_step >= self.max_steps or self.stop_requested:
+    def on_train_start(self) -> None:
+        if self.gd_step >= self.max_steps:  # resumed from a run that already reached max_steps
             self.trainer.should_stop = True
-            return -1  # skip the rest of this epoch; the fit loop ends on should_stop
-        # Lightning saves the requeue checkpoint inside the signal handler: hold signals until the chunk,
-        # the step counter and the phase callback's state are all updated (released in on_train_batch_end).
-        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
-        return None
 
     def training_step(self, batch, batch_idx: int) -> None:
+        """K = ``steps_per_call`` GD steps (fewer at the end), their per-step records in ``last_chunk``."""
         steps = min(self.steps_per_call, self.max_steps - self.gd_step)
         if self.uses_linear_kernel:
             members = self.members
@@ -194,31 +200,41 @@ class GrokkingModule(L.LightningModule):
             chunk = self._kernel.run(self.gd_step, steps)
         self.last_chunk = chunk
         self.gd_step += steps
-        # the kernels step outside LightningOptimizer: count the steps in Lightning's own progress, so that
-        # trainer.global_step is the GD step (ModelCheckpoint skips saving while global_step does not move)
-        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(steps)
-        last = float(chunk.train_loss[-1].sum() + chunk.test_loss[-1].sum())  # one sync per call, not per step
-        if not math.isfinite(last) or any(not torch.isfinite(p).all() for p in self.parameters()):
-            bad = torch.nonzero((~torch.isfinite(chunk.train_loss) | ~torch.isfinite(chunk.test_loss)).any(dim=1))
-            self.diverged_at = chunk.start + (int(bad[0]) if len(bad) else len(chunk))
-            self.stop_requested = True
-        if self.gd_step >= self.max_steps or self.stop_requested:
+        self._check_divergence(chunk)
+        if self.gd_step >= self.max_steps or self.diverged_at is not None:
             self.trainer.should_stop = True
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+    def _check_divergence(self, chunk: Chunk) -> None:
+        """Sets ``diverged_at`` to the first step whose loss is non-finite or has blown up (DIVERGENCE_GROWTH)."""
+        loss = chunk.train_loss  # (K, B)
+        if self.loss_min is None:
+            self.loss_min, self.loss_start = loss[0].clone(), loss[0].clone()
+        self.loss_min, self.loss_start = self.loss_min.to(loss), self.loss_start.to(loss)  # restored on the CPU
+        running_min = torch.minimum(torch.cummin(loss, dim=0).values, self.loss_min)
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(chunk.test_loss)
+        bad |= (loss > DIVERGENCE_GROWTH * running_min) & (loss > self.loss_start)
+        self.loss_min = torch.where(torch.isfinite(running_min[-1]), running_min[-1], self.loss_min)
+        rows = torch.nonzero(bad.any(dim=1))  # one host sync per call, not per step
+        if len(rows):
+            self.diverged_at = chunk.start + int(rows[0])
+        elif any(not torch.isfinite(p).all() for p in self.parameters()):
+            self.diverged_at = chunk.start + len(chunk)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["grok"] = {
             "gd_step": self.gd_step,
             "diverged_at": self.diverged_at,
+            "loss_min": self.loss_min,
+            "loss_start": self.loss_start,
             "batch_generator": self._batch_gen.get_state(),
+            "config_fingerprint": self.config_fingerprint,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("grok", {})
         self.gd_step = int(state.get("gd_step", 0))
         self.diverged_at = state.get("diverged_at")
+        self.loss_min, self.loss_start = state.get("loss_min"), state.get("loss_start")
         if "batch_generator" in state:
             self._batch_gen.set_state(state["batch_generator"])

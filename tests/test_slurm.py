@@ -162,7 +162,7 @@ def test_sigusr1_requeues_and_the_job_finishes_like_an_uninterrupted_run(tmp_pat
     wait(job, timeout=600)
     log = (tmp_path / "requeue.out").read_text()
     assert "restart 1" in log, log[-4000:]  # the job ran a second time
-    assert list(out.glob("hpc_ckpt_*.ckpt")), log[-4000:]
+    assert "SIGUSR1: checkpoint at GD step" in log and "requeued SLURM job" in log, log[-4000:]
     requeued = json.loads((out / "phases.json").read_text())
     _, whole = fit("ridge.yaml", tmp_path / "whole", *args)
     for key in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "final"):

@@ -122,7 +122,8 @@ def test_float32_runs_and_agrees_with_float64_to_a_few_steps(tmp_path):
 
 
 def test_periodic_checkpoints_follow_gd_steps(tmp_path):
-    """trainer.checkpoint_every: Lightning's global step is the GD step, so its ModelCheckpoint fires mid-run."""
+    """trainer.checkpoint_every: a checkpoint each time the GD step passes a multiple of it, written atomically
+    over checkpoints/last.ckpt with the previous one kept as last.prev.ckpt."""
     _, res = fit(
         "ridge.yaml",
         tmp_path,
@@ -131,8 +132,8 @@ def test_periodic_checkpoints_follow_gd_steps(tmp_path):
         "trainer.checkpoint_every=1000",
         "trainer.max_steps=2500",
     )
-    periodic = torch.load(tmp_path / "checkpoints" / "periodic.ckpt", weights_only=False)
+    previous = torch.load(tmp_path / "checkpoints" / "last.prev.ckpt", weights_only=False)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert periodic["grok"]["gd_step"] == periodic["global_step"] == 2000
-    assert last["grok"]["gd_step"] == last["global_step"] == res["steps_run"] == 2500
-    assert not list(tmp_path.rglob("epoch=*.ckpt"))  # no default checkpoint callback behind our back
+    assert previous["grok"]["gd_step"] == 2000
+    assert last["grok"]["gd_step"] == res["steps_run"] == 2500
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "last.prev.ckpt"]

@@ -223,7 +223,8 @@ class PhaseTransitionCallback(Callback):
         for b, member in enumerate(self.members):
             member.update(chunk.start, {k: v[:, b] for k, v in arrays.items()})
         self._log_scheduled(trainer, chunk.start, len(chunk), arrays)
-        self._maybe_stop(pl_module)
+        if self.transitions_done():
+            trainer.should_stop = True
 
     def _log_scheduled(self, trainer: L.Trainer, start: int, k: int, arrays: dict[str, np.ndarray]) -> None:
         """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble)."""
@@ -243,25 +244,21 @@ class PhaseTransitionCallback(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=int(step))
 
-    def _maybe_stop(self, pl_module: L.LightningModule) -> None:
+    def transitions_done(self) -> bool:
+        """Every member has both t1 and t2 and ran ``stop_margin`` * t2 steps past t2 (never without a margin)."""
         if self.stop_margin is None:
-            return
+            return False
         steps = self.members[0].steps_run
         for member in self.members:
             t1, t2 = member.transition_times()
             if t1 is None or t2 is None or steps < t2 + math.ceil(self.stop_margin * t2):
-                return
-        pl_module.stop_requested = True
+                return False
+        return True
 
     def phase(self) -> str:
         return self.members[0].detector.phase()
 
     # ---- end of fit ----------------------------------------------------------------------------
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        status = "diverged" if pl_module.diverged_at is not None else "completed"
-        self.result = self.summarize(status=status, diverged_at=pl_module.diverged_at)
-        self._publish(trainer)
-
     def summarize(self, status: str = "completed", diverged_at: int | None = None) -> dict:
         """phases.json: one run's times, or (an ensemble) each member's plus their mean and spread."""
         head = {"status": status, "diverged_at": diverged_at}
@@ -281,8 +278,8 @@ class PhaseTransitionCallback(Callback):
         )
 
     @rank_zero_only
-    def _publish(self, trainer: L.Trainer) -> None:
-        res = self.result
+    def publish(self, trainer: L.Trainer, res: dict) -> None:
+        """phases.json and curves.json (atomically), the W&B summary, and the table on stdout."""
         if self.output_dir is not None:
             atomic_write_json(self.output_dir / "phases.json", res)
             atomic_write_json(self.output_dir / "curves.json", self.curves)

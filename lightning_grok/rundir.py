@@ -1,0 +1,129 @@
+"""A run directory: checked before any data is built, locked by one live process, bound to one config.
+
+* ``check_writable``: ``output_dir`` must be a directory this process can create and write (not a file,
+  not on a read-only mount), checked by really creating a file: root ignores permission bits, mounts don't.
+* ``RunLock``: an exclusive ``flock`` on ``<output_dir>/run.lock``, released by the kernel when the holder
+  dies (kill -9 included), so a second live ``fit`` into the same directory is refused, naming the holder.
+* ``check_identity``: the resolved config is stored as ``<output_dir>/config.yaml``; resuming into the
+  directory with a config that differs in a key that can change results is refused, naming the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from lightning_grok.atomic import atomic_write_text
+from lightning_grok.config import ConfigError
+
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = "run.lock"
+# keys that cannot change what a run computes, only how far it goes or how it is shown and logged
+RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.progress_bar", "trainer.checkpoint_every", "output_dir", "wandb.")
+
+
+def check_writable(output_dir: Path) -> None:
+    """Create ``output_dir`` (and parents) and prove a file can be written in it; ConfigError otherwise."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"invalid value for 'output_dir': {str(output_dir)!r} is a file (allowed: a directory)")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid value for 'output_dir': {str(output_dir)!r} cannot be written ({exc.strerror or exc}; "
+            "allowed: a directory this process can create and write)"
+        ) from None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def result_keys(config: dict) -> dict[str, object]:
+    """The flattened config less the keys a resumed run may change (``RESUMABLE_CHANGES``)."""
+    return {k: v for k, v in _flat(config).items() if not any(k.startswith(p) for p in RESUMABLE_CHANGES)}
+
+
+def fingerprint(config: dict) -> str:
+    """A hash of the result-determining keys: stored in checkpoints to recognise another config's file."""
+    text = json.dumps(result_keys(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_identity(output_dir: Path, config: dict) -> None:
+    """Refuse to resume a run directory written with another config (ConfigError naming the keys)."""
+    stored_path = output_dir / CONFIG_FILE
+    if not stored_path.is_file():
+        if (output_dir / "checkpoints").is_dir() and any((output_dir / "checkpoints").iterdir()):
+            raise ConfigError(
+                f"output_dir {str(output_dir)!r} holds checkpoints but no {CONFIG_FILE}: it cannot be checked "
+                "that they belong to this config. Choose another output_dir, or delete its checkpoints"
+            )
+        return
+    try:
+        stored = yaml.safe_load(stored_path.read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {stored_path} ({exc}); delete it only if the run may be restarted") from None
+    old, new = result_keys(stored), result_keys(config)
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in differ[:8])
+        more = f" and {len(differ) - 8} more" if len(differ) > 8 else ""
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} holds a run with another config ({shown}{more}); only "
+            f"{', '.join(RESUMABLE_CHANGES)}* may change on resume. Choose another output_dir"
+        )
+
+
+def store_config(output_dir: Path, config: dict) -> None:
+    atomic_write_text(output_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+
+class RunLock:
+    """Exclusive lock of a run directory for this process (``with RunLock(dir):``); ConfigError if held."""
+
+    def __init__(self, output_dir: Path):
+        self.path = Path(output_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+            os.close(fd)
+            raise ConfigError(
+                f"output_dir {str(self.path.parent)!r} is in use by {holder}; wait for it to end, stop it, "
+                "or choose another output_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.pwrite(fd, f"{holder} ({' '.join(sys.argv[:3])})\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
