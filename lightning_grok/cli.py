@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
             status, _ = fit(cfg, Path(args.config).stem)
             return status
-        from lightning_grok.experiment import theory
+        from lightning_grok.theory.predict import predictions
 
-        out = theory(cfg)
+        out = predictions(cfg)
         print(json.dumps(out, indent=2, default=str) if args.json else format_theory(out))
         return 0
     except ConfigError as exc:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import rank_zero_only
@@ -26,34 +25,16 @@ from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.callbacks.progress import StepProgressBar
 from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 from lightning_grok.config import ConfigError, to_container
-from lightning_grok.data.base import FullBatchDataModule, Tensors
-from lightning_grok.models import build_model
-from lightning_grok.rundir import RunLock, check_identity, check_writable, store_config
-from lightning_grok.seeding import generator
+from lightning_grok.data.datamodule import FullBatchDataModule
+from lightning_grok.members import Member, build_member
+from lightning_grok.rundir import LOCK_FILE, RunLock, check_identity, check_writable, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.system import GrokkingModule
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.report import Theory
 from lightning_grok.tracking import make_logger, resolve_output_dir
 
-SIGMA_ESTIMATE_MAX_WIDTH = 3000  # above this, lambda_min(Sigma) by eigendecomposition is too slow to do per run
-
 EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_DIVERGED = 0, 1, 2, 3
-
-
-def param_dtype(cfg: DictConfig) -> torch.dtype:
-    return torch.float64 if cfg.trainer.precision.startswith("64") else torch.float32
-
-
-@dataclass
-class Member:
-    """One run's pieces: an ensemble (``seeds`` > 1) has one Member per seed."""
-
-    model: torch.nn.Module
-    datamodule: FullBatchDataModule
-    problem: LinearProblem | None
-    theory: Theory | None
-    theory_note: str
 
 
 @dataclass
@@ -69,7 +50,8 @@ class Built:
 
     @property
     def datamodule(self) -> FullBatchDataModule:
-        return self.members[0].datamodule
+        """The Lightning face of member 0's tensors (the ensemble's others travel inside the module)."""
+        return FullBatchDataModule(self.members[0].tensors)
 
     @property
     def problem(self) -> LinearProblem | None:
@@ -93,97 +75,9 @@ def build(cfg: DictConfig) -> Built:
     members = []
     for i in range(cfg.seeds):
         member_cfg = cfg if i == 0 else OmegaConf.merge(cfg, {"seed": cfg.seed + i})
-        members.append(_build_member(member_cfg))
-    module = GrokkingModule(cfg, [m.model for m in members], [m.datamodule.tensors for m in members])
+        members.append(build_member(member_cfg))
+    module = GrokkingModule(cfg, [m.model for m in members], [m.tensors for m in members])
     return Built(cfg, members, module)
-
-
-def _build_member(cfg: DictConfig) -> Member:
-    init_gen = generator(cfg.seed, "init")
-    if cfg.data.kind == "regression":
-        from lightning_grok.data.regression import RegressionDataModule, input_dim
-
-        model = build_model(cfg, input_dim(cfg), 1, init_gen)
-        features = getattr(model, "features", None)
-        dm = RegressionDataModule(cfg, feature_map=features)
-    else:
-        from lightning_grok.data.modular import ModularDataModule
-
-        dm = ModularDataModule(cfg)
-        model = build_model(cfg, dm.tensors.x_train.shape[1], dm.tensors.out_dim, init_gen)
-    model = model.to(param_dtype(cfg))
-    problem, note = linear_problem(cfg, model, dm.tensors)
-    theory = None
-    if problem is not None:
-        theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
-    return Member(model, dm, problem, theory, note)
-
-
-def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
-    """The run in feature space (float64), or None with the reason no closed form applies."""
-    if not getattr(model, "linear_in_parameters", False):
-        return None, "the model is not linear in its parameters: no closed form or bound applies"
-    if cfg.optim.name != "gd" or (cfg.optim.batch_size is not None and cfg.optim.batch_size < t.n_train):
-        return None, f"optim.name={cfg.optim.name} (mini-batch={cfg.optim.batch_size}): the theory covers full-batch GD"
-    if t.cross_entropy:
-        return None, "cross-entropy objective: the theory covers the squared loss"
-    dtype = param_dtype(cfg)
-    with torch.no_grad():
-        feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
-        phi = feats(t.x_train)
-        phi_test = feats(t.x_test) if t.x_test is not None else None
-        sigma_min, source = None, "unknown"
-        if t.sigma_scale is not None:
-            sigma_min, source = t.sigma_scale, "exact (Sigma = I/m)"
-        elif t.x_sigma is not None:
-            m = phi.shape[1]
-            if m > SIGMA_ESTIMATE_MAX_WIDTH and not t.sigma_is_exact:
-                source = f"not estimated (m = {m} > {SIGMA_ESTIMATE_MAX_WIDTH})"
-            else:
-                f_sig = feats(t.x_sigma)
-                sigma = f_sig.T @ f_sig / f_sig.shape[0]
-                sigma_min = max(0.0, float(np.linalg.eigvalsh(sigma)[0]))
-                source = (
-                    "exact over the finite input population"
-                    if t.sigma_is_exact
-                    else f"estimated from {f_sig.shape[0]} fresh samples"
-                )
-        rows = [phi] + ([phi_test] if phi_test is not None else [])
-        b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
-        theta0 = model.theta_init.to(dtype).double().numpy()
-        y = t.y_train.to(dtype).double().numpy()
-        y_test = None if t.y_test is None else t.y_test.to(dtype).double().numpy()
-    theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
-    residual = None
-    if theta_star is None and t.finite_population:
-        theta_star, residual = realizing_teacher(np.vstack([phi, phi_test]), np.vstack([y, y_test]))
-    problem = LinearProblem(
-        phi=phi,
-        y=y,
-        theta0=theta0,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        theta0_variance=model.theta0_variance,
-        theta_star=theta_star,
-        sigma_scale=t.sigma_scale,
-        phi_test=phi_test,
-        y_test=y_test,
-        realizability_residual=residual,
-        sigma_min=sigma_min,
-        sigma_min_source=source,
-        gaussian_identity=t.gaussian_identity,
-        noise_free=t.noise_free,
-        b2=b2,
-    )
-    return problem, ""
-
-
-def realizing_teacher(phi_all: np.ndarray, y_all: np.ndarray, rtol: float = 1e-8) -> tuple[np.ndarray | None, float]:
-    """On a finite population, is Y in the span of the features? Returns (min-norm theta*, relative residual);
-    theta* is None when the residual exceeds ``rtol`` (the task is not realizable by this feature map)."""
-    sol, *_ = np.linalg.lstsq(phi_all, y_all, rcond=None)
-    residual = float(np.linalg.norm(phi_all @ sol - y_all) / max(np.linalg.norm(y_all), 1e-300))
-    return (sol if residual <= rtol else None), residual
 
 
 def check_stability(built: Built) -> None:
@@ -242,12 +136,19 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
     output_dir = resolve_output_dir(cfg, config_name)
     config = to_container(cfg)
     config["output_dir"] = str(output_dir)
+    created = not output_dir.exists()
     check_writable(output_dir)
     rank_zero = rank_zero_only.rank == 0  # DDP ranks share the directory: rank 0 owns the lock and the config
     with SignalFlags() as flags, RunLock(output_dir) if rank_zero else contextlib.nullcontext():
-        check_identity(output_dir, config)
         try:
+            check_identity(output_dir, config)
             return _fit(cfg, config, output_dir, built, flags, rank_zero)
+        except ConfigError:
+            if created and rank_zero:  # refused before anything was written: leave no empty run directory
+                (output_dir / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    output_dir.rmdir()
+            raise
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
             print(
@@ -330,14 +231,3 @@ def _close_wandb() -> None:
             wandb.finish()
     except Exception:  # noqa: BLE001 - closing must never mask the run's own error
         pass
-
-
-def theory(cfg: DictConfig) -> dict:
-    """Predictions only, no training: exact t1, t2, every bound with its hypotheses (of seed ``seed``)."""
-    built = build(OmegaConf.merge(cfg, {"seeds": 1}))
-    if built.theory is None:
-        return {"exact": None, "bounds": {}, "note": built.theory_note}
-    out = built.theory.predictions()
-    limit = built.theory.quantities.stability_limit
-    out["stability"] = {"lr": cfg.optim.lr, "limit": limit, "stable": cfg.optim.lr < limit}
-    return out

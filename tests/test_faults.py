@@ -275,9 +275,9 @@ def test_result_files_honour_the_umask(tmp_path):
 def test_a_finite_blow_up_is_diverged_not_completed(tmp_path):
     """Just above the stability limit the loss grows by a constant factor per step: it stays finite for
     thousands of steps, and must still be reported diverged (exit 3) as soon as it is a million-fold up."""
-    from lightning_grok.experiment import theory
+    from lightning_grok.theory.predict import predictions
 
-    limit = theory(load("ridge.yaml"))["stability"]["limit"]
+    limit = predictions(load("ridge.yaml"))["stability"]["limit"]
     res = run(tmp_path / "run", f"optim.lr={1.02 * limit}", "optim.allow_unstable=true", "trainer.max_steps=20000")
     assert res.returncode == 3, res.stderr[-2000:]
     out = phases(tmp_path / "run")

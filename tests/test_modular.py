@@ -12,7 +12,7 @@ import torch
 from conftest import CONFIGS, REPO, fit, load
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from lightning_grok.data.modular import ModularDataModule, operation_table
+from lightning_grok.data.modular import modular_tensors, operation_table
 from lightning_grok.experiment import build
 
 
@@ -37,12 +37,10 @@ def test_operation_table(op):
 
 def test_split_is_seeded_disjoint_and_covers_the_table():
     cfg = load("modular/ridge_add.yaml", "data.modulus=13", "data.train_fraction=0.3")
-    t = ModularDataModule(cfg).tensors
-    again = ModularDataModule(cfg).tensors
+    t = modular_tensors(cfg)
+    again = modular_tensors(cfg)
     assert torch.equal(t.x_train, again.x_train)
-    other = ModularDataModule(
-        load("modular/ridge_add.yaml", "data.modulus=13", "data.train_fraction=0.3", "seed=1")
-    ).tensors
+    other = modular_tensors(load("modular/ridge_add.yaml", "data.modulus=13", "data.train_fraction=0.3", "seed=1"))
     assert not torch.equal(t.x_train, other.x_train)
     pairs = lambda x: {tuple(r.nonzero().flatten().tolist()) for r in x}  # noqa: E731
     tr, te = pairs(t.x_train), pairs(t.x_test)
@@ -102,7 +100,7 @@ def test_bad_input_exits_2(tmp_path, config, override, words):
 
 def test_non_prime_modulus_is_fine_where_no_field_is_needed(tmp_path):
     cfg = load("modular/ridge_add.yaml", "data.modulus=12", "data.operation=add")
-    assert len(ModularDataModule(cfg).tensors.train_labels) == round(0.5 * 144)
+    assert len(modular_tensors(cfg).train_labels) == round(0.5 * 144)
     proc = _cli("theory", str(CONFIGS / "modular/ridge_add.yaml"), "data.modulus=12", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["quantities"]["n"] == 72

@@ -1,12 +1,10 @@
-"""What every DataModule hands to the system and the theory: full-batch tensors plus population facts."""
+"""What the data of a run is: full-batch tensors plus population facts (Lightning-free; see data/datamodule.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass
@@ -43,25 +41,3 @@ class Tensors:
     @property
     def is_classification(self) -> bool:
         return self.train_labels is not None
-
-
-class _FullBatch(Dataset):
-    """One item: the whole training set. One Lightning epoch = one call of K GD steps on it."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x, self.y
-
-
-class FullBatchDataModule(L.LightningDataModule):
-    """Base: subclasses fill ``self.tensors`` in ``__init__`` (seeded, so a rebuild gives the same bits)."""
-
-    tensors: Tensors
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(_FullBatch(self.tensors.x_train, self.tensors.y_train), batch_size=None)

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_grok.config import ConfigError, _is_prime
-from lightning_grok.data.base import FullBatchDataModule, Tensors
+from lightning_grok.data.base import Tensors
 from lightning_grok.seeding import generator
 
 FIELD_OPERATIONS = ("div",)  # need b^{-1}, i.e. Z_p a field
@@ -44,32 +44,31 @@ def operation_table(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor,
     return a, b, c
 
 
-class ModularDataModule(FullBatchDataModule):
-    def __init__(self, cfg: DictConfig):
-        super().__init__()
-        d = cfg.data
-        p = d.modulus
-        a, b, c = operation_table(p, d.operation)
-        eye = torch.eye(p, dtype=torch.float64)
-        x = torch.cat([eye[a], eye[b]], dim=1)
-        y = eye[c]
-        order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
-        n_train = int(round(d.train_fraction * len(c)))
-        if not 1 <= n_train < len(c):
-            raise ConfigError(
-                f"invalid value for 'data.train_fraction': {d.train_fraction} (gives {n_train} of {len(c)} pairs "
-                "for training; allowed: at least one training and one test pair)"
-            )
-        tr, te = order[:n_train], order[n_train:]
-        self.tensors = Tensors(
-            x_train=x[tr],
-            y_train=y[tr],
-            x_test=x[te],
-            y_test=y[te],
-            train_labels=c[tr],
-            test_labels=c[te],
-            cross_entropy=d.target == "index",
-            x_sigma=x[te],
-            sigma_is_exact=True,
-            finite_population=True,
+def modular_tensors(cfg: DictConfig) -> Tensors:
+    """The table a op b mod p, split by a seeded permutation into training and test pairs."""
+    d = cfg.data
+    p = d.modulus
+    a, b, c = operation_table(p, d.operation)
+    eye = torch.eye(p, dtype=torch.float64)
+    x = torch.cat([eye[a], eye[b]], dim=1)
+    y = eye[c]
+    order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
+    n_train = int(round(d.train_fraction * len(c)))
+    if not 1 <= n_train < len(c):
+        raise ConfigError(
+            f"invalid value for 'data.train_fraction': {d.train_fraction} (gives {n_train} of {len(c)} pairs "
+            "for training; allowed: at least one training and one test pair)"
         )
+    tr, te = order[:n_train], order[n_train:]
+    return Tensors(
+        x_train=x[tr],
+        y_train=y[tr],
+        x_test=x[te],
+        y_test=y[te],
+        train_labels=c[tr],
+        test_labels=c[te],
+        cross_entropy=d.target == "index",
+        x_sigma=x[te],
+        sigma_is_exact=True,
+        finite_population=True,
+    )

@@ -1,0 +1,51 @@
+"""One run's pieces without Lightning: data tensors, the model, and (for linear models) the theory.
+
+``build_member(cfg)`` is seeded: two calls with one config give bit-identical tensors. An ensemble
+(``seeds`` = K) is K members, member i the run of seed ``seed + i``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from lightning_grok.data.base import Tensors
+from lightning_grok.models import build_model
+from lightning_grok.seeding import generator
+from lightning_grok.theory.exact import LinearProblem
+from lightning_grok.theory.problem import linear_problem, param_dtype
+from lightning_grok.theory.report import Theory
+
+
+@dataclass
+class Member:
+    """One run's pieces: an ensemble (``seeds`` > 1) has one Member per seed."""
+
+    model: torch.nn.Module
+    tensors: Tensors
+    problem: LinearProblem | None
+    theory: Theory | None
+    theory_note: str
+
+
+def build_member(cfg: DictConfig) -> Member:
+    """The pieces of the run of ``cfg.seed`` (one ensemble member)."""
+    init_gen = generator(cfg.seed, "init")
+    if cfg.data.kind == "regression":
+        from lightning_grok.data.regression import input_dim, regression_tensors
+
+        model = build_model(cfg, input_dim(cfg), 1, init_gen)
+        tensors = regression_tensors(cfg, feature_map=getattr(model, "features", None))
+    else:
+        from lightning_grok.data.modular import modular_tensors
+
+        tensors = modular_tensors(cfg)
+        model = build_model(cfg, tensors.x_train.shape[1], tensors.out_dim, init_gen)
+    model = model.to(param_dtype(cfg))
+    problem, note = linear_problem(cfg, model, tensors)
+    theory = None
+    if problem is not None:
+        theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
+    return Member(model, tensors, problem, theory, note)

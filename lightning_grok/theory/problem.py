@@ -1,0 +1,90 @@
+"""A run in feature space: the LinearProblem that the closed-form dynamics and the bounds take.
+
+Computed from the very tensors the run trains on (the sampled Phi, theta^(0), theta*), in float64, never
+from a second sample. Lightning-free, so ``lightning-grok theory`` starts in the time torch takes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lightning_grok.data.base import Tensors
+from lightning_grok.theory.exact import LinearProblem
+
+# lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
+# above this width it takes longer than the run's own set-up, so it is skipped (reported as such)
+SIGMA_ESTIMATE_MAX_WIDTH = 3000
+
+
+def param_dtype(cfg: DictConfig) -> torch.dtype:
+    """float64 for ``trainer.precision`` 64-*, else float32 (the parameters' dtype; mixed precision autocasts)."""
+    return torch.float64 if cfg.trainer.precision.startswith("64") else torch.float32
+
+
+def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
+    """The run in feature space (float64), or None with the reason no closed form applies."""
+    if not getattr(model, "linear_in_parameters", False):
+        return None, "the model is not linear in its parameters: no closed form or bound applies"
+    if cfg.optim.name != "gd" or (cfg.optim.batch_size is not None and cfg.optim.batch_size < t.n_train):
+        return None, f"optim.name={cfg.optim.name} (mini-batch={cfg.optim.batch_size}): the theory covers full-batch GD"
+    if t.cross_entropy:
+        return None, "cross-entropy objective: the theory covers the squared loss"
+    dtype = param_dtype(cfg)
+    with torch.no_grad():
+        feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
+        phi = feats(t.x_train)
+        phi_test = feats(t.x_test) if t.x_test is not None else None
+        sigma_min, source = None, "unknown"
+        if t.sigma_scale is not None:
+            sigma_min, source = t.sigma_scale, "exact (Sigma = I/m)"
+        elif t.x_sigma is not None:
+            m = phi.shape[1]
+            if m > SIGMA_ESTIMATE_MAX_WIDTH and not t.sigma_is_exact:
+                source = f"not estimated (m = {m} > {SIGMA_ESTIMATE_MAX_WIDTH})"
+            else:
+                f_sig = feats(t.x_sigma)
+                sigma = f_sig.T @ f_sig / f_sig.shape[0]
+                sigma_min = max(0.0, float(np.linalg.eigvalsh(sigma)[0]))
+                source = (
+                    "exact over the finite input population"
+                    if t.sigma_is_exact
+                    else f"estimated from {f_sig.shape[0]} fresh samples"
+                )
+        rows = [phi] + ([phi_test] if phi_test is not None else [])
+        b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
+        theta0 = model.theta_init.to(dtype).double().numpy()
+        y = t.y_train.to(dtype).double().numpy()
+        y_test = None if t.y_test is None else t.y_test.to(dtype).double().numpy()
+    theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
+    residual = None
+    if theta_star is None and t.finite_population:
+        theta_star, residual = realizing_teacher(np.vstack([phi, phi_test]), np.vstack([y, y_test]))
+    problem = LinearProblem(
+        phi=phi,
+        y=y,
+        theta0=theta0,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        theta0_variance=model.theta0_variance,
+        theta_star=theta_star,
+        sigma_scale=t.sigma_scale,
+        phi_test=phi_test,
+        y_test=y_test,
+        realizability_residual=residual,
+        sigma_min=sigma_min,
+        sigma_min_source=source,
+        gaussian_identity=t.gaussian_identity,
+        noise_free=t.noise_free,
+        b2=b2,
+    )
+    return problem, ""
+
+
+def realizing_teacher(phi_all: np.ndarray, y_all: np.ndarray, rtol: float = 1e-8) -> tuple[np.ndarray | None, float]:
+    """On a finite population, is Y in the span of the features? Returns (min-norm theta*, relative residual);
+    theta* is None when the residual exceeds ``rtol`` (the task is not realizable by this feature map)."""
+    sol, *_ = np.linalg.lstsq(phi_all, y_all, rcond=None)
+    residual = float(np.linalg.norm(phi_all @ sol - y_all) / max(np.linalg.norm(y_all), 1e-300))
+    return (sol if residual <= rtol else None), residual
