@@ -83,9 +83,7 @@ class PhasesConfig:
 class TrainerConfig:
     max_steps: int = 50_000  # GD steps
     steps_per_call: int = 0  # GD steps per Lightning training_step; 0 = automatic
-    kernel: str = (
-        "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n^2)/step, n < m) | auto (rowspace for seeds > 1)
-    )
+    kernel: str = "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n^2)/step, n < m) | auto (rowspace if n < m)
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
     num_nodes: int = 1
