@@ -7,6 +7,7 @@ never from a second sample.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
 import warnings
@@ -27,7 +28,7 @@ from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resu
 from lightning_grok.config import ConfigError, to_container
 from lightning_grok.data.datamodule import FullBatchDataModule
 from lightning_grok.members import Member, build_member
-from lightning_grok.rundir import LOCK_FILE, RunLock, check_identity, check_writable, store_config
+from lightning_grok.rundir import RunLock, check_identity, check_writable, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.system import GrokkingModule
 from lightning_grok.theory.exact import LinearProblem
@@ -144,10 +145,8 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
             check_identity(output_dir, config)
             return _fit(cfg, config, output_dir, built, flags, rank_zero)
         except ConfigError:
-            if created and rank_zero:  # refused before anything was written: leave no empty run directory
-                (output_dir / LOCK_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    output_dir.rmdir()
+            if created and rank_zero:  # refused before training: remove the directory this process made
+                shutil.rmtree(output_dir, ignore_errors=True)
             raise
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""
@@ -165,9 +164,9 @@ def _fit(
     built = built or build(cfg)
     check_stability(built)
     resume = resume_checkpoint(output_dir, built.module.config_fingerprint, warn=_warn if rank_zero else _quiet)
+    logger = make_logger(cfg, output_dir, config)  # may refuse (exit 2): W&B online without credentials, ...
     if rank_zero:
         store_config(output_dir, config)
-    logger = make_logger(cfg, output_dir, config)
     phases = PhaseTransitionCallback(
         cfg.phases.eps,
         cfg.phases.c,

@@ -75,3 +75,9 @@ class SignalFlags:
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes for this job: ARRAYJOB_TASK for an array task, else the job id."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") or None

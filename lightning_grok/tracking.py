@@ -1,19 +1,33 @@
-"""Run directories, atomic JSON writes and the W&B logger (offline unless credentials are present)."""
+"""Run directories, atomic JSON writes and the W&B logger.
+
+W&B never stops the science: under ``wandb.mode=auto`` the run logs online only when credentials are
+present *and* the server answers and accepts them (a probe of at most ~12 s); otherwise it logs offline,
+with one warning line saying how to ``wandb sync`` later. Online asked for by name that cannot work, and a
+W&B directory that cannot be written, are bad input (ConfigError, exit 2) before training.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import netrc
 import os
+import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from lightning_grok.atomic import atomic_write_text
+from lightning_grok.config import ConfigError
 
 
 def resolve_output_dir(cfg: DictConfig, config_name: str) -> Path:
@@ -41,15 +55,31 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
 
 
-def wandb_logged_in() -> bool:
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT = 10.0  # seconds for the server to answer; with DNS and the thread join, a probe ends within ~12 s
+PROBE_QUERY = b'{"query": "{ viewer { id } }"}'
+
+
+def wandb_base_url() -> str:
+    """The W&B server: WANDB_BASE_URL, else W&B's public cloud (no trailing slash)."""
+    return (os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def wandb_api_key() -> str | None:
+    """The API key wandb itself would use: WANDB_API_KEY, else the netrc entry (NETRC or ~/.netrc) of the host."""
     if os.environ.get("WANDB_API_KEY"):
-        return True
+        return os.environ["WANDB_API_KEY"]
     try:
-        rc = netrc.netrc(os.environ.get("NETRC", os.path.expanduser("~/.netrc")))
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
-    return rc.authenticators(host) is not None
+        rc = netrc.netrc(os.environ.get("NETRC") or os.path.expanduser("~/.netrc"))
+    except (OSError, netrc.NetrcParseError):
+        return None
+    creds = rc.authenticators(urlsplit(wandb_base_url()).netloc)
+    return creds[2] if creds and creds[2] else None
+
+
+def wandb_logged_in() -> bool:
+    """True when wandb would find credentials: an API key (environment or netrc) or an identity token file."""
+    return wandb_api_key() is not None or bool(os.environ.get("WANDB_IDENTITY_TOKEN_FILE"))
 
 
 def wandb_mode(cfg: DictConfig) -> str:
@@ -63,6 +93,130 @@ def wandb_mode(cfg: DictConfig) -> str:
     if env == "dryrun":
         return "offline"
     return "online" if wandb_logged_in() else "offline"
+
+
+def _online_requested(cfg: DictConfig) -> str | None:
+    """Who asked for online by name (``wandb.mode=online``, or WANDB_MODE=online under auto); None if inferred."""
+    if cfg.wandb.mode == "online":
+        return "wandb.mode=online"
+    if cfg.wandb.mode == "auto" and os.environ.get("WANDB_MODE") == "online":
+        return "wandb.mode=auto with WANDB_MODE=online"
+    return None
+
+
+def probe_server(base_url: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Ask the server who we are (GraphQL ``{ viewer { id } }``). None when it accepts the key, else why not.
+
+    The reason starts with "unreachable" (no connection, timeout, a server error) or "rejected" (HTTP 401/403,
+    or no viewer for the key). Without an API key (identity-token login) only reachability is judged. Plain
+    stdlib HTTP in a daemon thread: a hung DNS lookup or connect cannot hold the run past ``timeout`` + 2 s.
+    """
+    answer: list[str | None] = []
+
+    def ask() -> None:
+        request = urllib.request.Request(
+            f"{base_url}/graphql",
+            data=PROBE_QUERY,
+            headers={"Content-Type": "application/json", "User-Agent": "lightning-grok"},
+            method="POST",
+        )
+        if api_key:
+            token = base64.b64encode(f"api:{api_key}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                answer.append(f"rejected the API key (HTTP {exc.code})")
+            else:
+                answer.append(f"unreachable (HTTP {exc.code} {exc.reason})")
+            return
+        except (OSError, ValueError) as exc:  # URLError, timeouts and resets are OSErrors; ValueError: not JSON
+            why = getattr(exc, "reason", None) or exc
+            answer.append(f"unreachable ({why})")
+            return
+        viewer = ((body or {}).get("data") or {}).get("viewer") if isinstance(body, dict) else None
+        if api_key and not viewer:
+            answer.append("rejected the API key (no user for it)")
+        else:
+            answer.append(None)
+
+    thread = threading.Thread(target=ask, name="wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    if thread.is_alive() or not answer:
+        return f"unreachable (no answer within {timeout:.0f} s)"
+    return answer[0]
+
+
+def wandb_save_dir(output_dir: Path) -> Path:
+    """Where the W&B files go (``<dir>/wandb/``): WANDB_DIR when set, else the run's output_dir."""
+    return Path(os.environ.get("WANDB_DIR") or output_dir)
+
+
+def check_wandb_dir(save_dir: Path) -> None:
+    """Prove ``<save_dir>/wandb`` can be created and written; ConfigError otherwise.
+
+    wandb itself would quietly log to a temporary directory instead, losing the run at the next reboot.
+    """
+    target = save_dir / "wandb"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the W&B directory {target} cannot be written ({exc.strerror or exc}); set WANDB_DIR to a writable "
+            "directory, or wandb.mode=disabled to run without W&B"
+        ) from None
+
+
+def _offline_warning(url: str, why: str, save_dir: Path) -> str:
+    where = save_dir / "wandb"
+    return (
+        f"lightning-grok: warning: W&B server {url} {why}; logging offline to {where} "
+        f"- sync later with `wandb sync {where}/offline-run-*`"
+    )
+
+
+def resolve_mode(cfg: DictConfig, save_dir: Path, *, check: bool = True) -> str:
+    """wandb_mode, checked before any training: online only when the server answers and accepts the key.
+
+    In order: online asked for by name without credentials -> ConfigError; ``<save_dir>/wandb`` not
+    writable -> ConfigError; online -> probe the server. On an unreachable server or a rejected key,
+    auto falls back to offline with one warning line on stderr (how to sync later), while online asked
+    for by name is a ConfigError. ``check=False`` skips the directory and the probe (DDP ranks other
+    than 0, which never log).
+    """
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return mode
+    url = wandb_base_url()
+    if mode == "online" and not wandb_logged_in():  # auto without credentials is offline: online was asked for
+        netrc_path = os.environ.get("NETRC") or "~/.netrc"
+        raise ConfigError(
+            f"{_online_requested(cfg)} but there are no W&B credentials (neither WANDB_API_KEY nor a "
+            f"'{urlsplit(url).netloc}' entry in {netrc_path}): run `wandb login`, or set wandb.mode=offline "
+            "(sync later with `wandb sync`) or wandb.mode=auto"
+        )
+    if not check:
+        return mode
+    check_wandb_dir(save_dir)
+    if mode != "online":
+        return mode
+    why = probe_server(url, wandb_api_key())
+    if why is None:
+        return mode
+    requested = _online_requested(cfg)
+    if requested:
+        raise ConfigError(
+            f"{requested} but the W&B server {url} {why}: check the network, WANDB_BASE_URL and the API key "
+            "(`wandb login --relogin`), or set wandb.mode=offline (sync later with `wandb sync`) or wandb.mode=auto"
+        )
+    print(_offline_warning(url, why, save_dir), file=sys.stderr, flush=True)
+    return "offline"
 
 
 def stable_run_id(cfg: DictConfig, output_dir: Path) -> str:
@@ -80,8 +234,15 @@ def stable_run_id(cfg: DictConfig, output_dir: Path) -> str:
 
 
 def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
-    """A WandbLogger (resume='allow' under a stable id), or None when wandb.mode resolves to disabled."""
-    mode = wandb_mode(cfg)
+    """A WandbLogger (resume='allow' under a stable id), or None when wandb.mode resolves to disabled.
+
+    Call it before building anything expensive: it raises ConfigError (CLI exit 2) when the W&B directory
+    cannot be written or online logging was asked for by name and cannot work, and it may take up to
+    ~12 s to find an unreachable server (then, under wandb.mode=auto, it logs offline; see resolve_mode).
+    Files go to ``<WANDB_DIR or output_dir>/wandb``. Only rank 0 checks: other DDP ranks never log.
+    """
+    save_dir = wandb_save_dir(output_dir)
+    mode = resolve_mode(cfg, save_dir, check=rank_zero_only.rank == 0)
     if mode == "disabled":
         return None
     from lightning.pytorch.loggers import WandbLogger
@@ -95,7 +256,7 @@ def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
         tags=list(w.tags),
         id=stable_run_id(cfg, output_dir),
         resume="allow",
-        save_dir=str(output_dir),
+        save_dir=str(save_dir),
         offline=mode == "offline",
         mode=mode,
         config=config,

@@ -1,7 +1,8 @@
-"""The offline sweep agent: the sweep files, several agents on one grid, a killed agent, bad input.
+"""The offline sweep agent: the sweep files, several agents on one grid, a killed agent, signals, bad input.
 
 Agents and runs are the real CLI in subprocesses, on a ridge problem small enough to grok within
-3000 steps (lightning-grok theory: t1 ~ 40, t2 ~ 1300-2600 for lambda = 1e-3 or 2e-3).
+3000 steps (lightning-grok theory: t1 ~ 40, t2 ~ 1300-2600 for lambda = 1e-3 or 2e-3). Signals are real
+(``os.kill`` on the agent's PID), sent once the run has written its first periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import pytest
 import yaml
 
 from lightning_grok.config import load_config
+from lightning_grok.sweep.agent import classify
 from lightning_grok.sweep.spec import import_sweeps, load_spec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, process_alive
 
@@ -219,7 +222,7 @@ def test_killed_agent_leaves_a_crashed_point_that_a_retry_finishes(tmp_path: Pat
     first, retry = records(sweep_dir)
     assert first["state"] == "crashed"
     assert retry["state"] == "finished" and retry["retry_of"] == first["name"] and retry["params"] == first["params"]
-    assert retry["output_dir"] != first["output_dir"]  # a fresh run directory, a fresh W&B run
+    assert retry["output_dir"] == first["output_dir"]  # the point's directory: fit resumes what it holds
 
 
 def test_claims_reap_dead_and_silent_agents_and_retry_each_point_once(tmp_path: Path, monkeypatch):
@@ -271,6 +274,180 @@ def test_random_and_bayes_claims_use_the_engine_and_retry_first(method: str, tmp
     assert retry["retry_of"] == "s-0001"
     fresh = sd.claim(spec, me, retry_failed=True, retry_before=started)
     assert fresh["retry_of"] is None and 1e-3 <= fresh["params"]["optim.weight_decay"] <= 3e-3
+
+
+# ---- (3b) signals: interrupted, preempted, resumed in the same run directory ---------------------------
+LONG_STEPS = 400_000  # a few seconds of GD at this size: long enough to be interrupted mid-run
+LONG = TINY | {
+    "trainer.max_steps": {"value": LONG_STEPS},
+    "trainer.checkpoint_every": {"value": 20_000},  # a first checkpoint soon after training starts
+    "wandb.mode": {"value": "disabled"},
+}
+
+
+def wait_for_checkpoint(agent: subprocess.Popen, sweep_dir: Path, timeout: float = 120.0) -> Path:
+    """The run directory of the agent's (only) run, once its first checkpoint exists: training is under way."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert agent.poll() is None, f"the agent ended early:\n{agent.communicate()[0]}"
+        with contextlib.suppress(OSError, ValueError, IndexError):  # not claimed yet
+            run_dir = sweep_dir / records(sweep_dir)[-1]["output_dir"]
+            if (run_dir / "checkpoints" / "last.ckpt").is_file():
+                return run_dir
+        time.sleep(0.2)
+    agent.kill()
+    raise AssertionError(f"no checkpoint within {timeout} s:\n{agent.communicate()[0]}")
+
+
+def signal_agent(agent: subprocess.Popen, sweep_dir: Path, signum: int) -> tuple[int, str, Path]:
+    """Send ``signum`` to the agent once its run trains; (agent exit status, agent output, run directory)."""
+    run_dir = wait_for_checkpoint(agent, sweep_dir)
+    os.kill(agent.pid, signum)
+    out, _ = agent.communicate(timeout=AGENT_TIMEOUT)
+    return agent.returncode, out, run_dir
+
+
+def assert_resumed(first: dict, retry: dict, sweep_dir: Path) -> None:
+    """The retry ran in the first attempt's directory, from its checkpoint, to the end of the run."""
+    assert retry["retry_of"] == first["name"] and retry["params"] == first["params"]
+    assert retry["output_dir"] == first["output_dir"]
+    assert (retry["state"], retry["exit_code"]) == ("finished", 0), retry
+    assert retry["result"]["status"] == "completed" and retry["result"]["steps_run"] == LONG_STEPS
+    assert 0 < first["result"]["steps_run"] < LONG_STEPS  # the first attempt stopped mid-run ...
+    log = (sweep_dir / retry["output_dir"] / "agent.log").read_text()  # both attempts append to it
+    stopped = log.index("stopped by SIGTERM")
+    assert "Restoring states from the checkpoint path at" in log[stopped:]  # ... and the retry resumed it
+
+
+def test_sigterm_records_interrupted_and_retry_resumes_in_the_same_directory(tmp_path: Path, agent_env: dict):
+    sweep = write_sweep(tmp_path / "term.yaml", {"optim.weight_decay": {"values": [1e-3]}} | LONG)
+    sweep_dir = tmp_path / "sweep"
+    status, out, run_dir = signal_agent(start_agent(sweep, sweep_dir, agent_env), sweep_dir, signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM, out
+    [first] = records(sweep_dir)
+    assert first["state"] == "killed" and first["exit_code"] == 143, first  # interrupted, never finished
+    assert "interrupted by SIGTERM (exit 143)" in first["reason"] and "agent received SIGTERM" in first["reason"]
+    assert first["result"]["status"] == "interrupted"
+    assert json.loads((run_dir / "phases.json").read_text())["status"] == "interrupted"
+
+    assert "0 run(s)" in run_agent(sweep, sweep_dir, agent_env)  # a killed point is retried only when asked
+    run_agent(sweep, sweep_dir, agent_env, "--retry-failed")
+    first, retry = records(sweep_dir)
+    assert first["state"] == "killed"
+    assert_resumed(first, retry, sweep_dir)
+
+
+def test_sigusr1_preempts_requeues_and_the_next_agent_resumes_first(tmp_path: Path, agent_env: dict):
+    """SLURM's ``--signal=B:USR1@90`` reaches the agent: it stops the run, records it preempted and requeues
+    its array task; the next agent (no --retry-failed) resumes the point in its directory."""
+    bin_dir = tmp_path / "bin"  # stands in for SLURM's scontrol: records how it was called
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    # an array task's ids, without SLURM_NTASKS: Lightning must not take the runs for SLURM-launched processes
+    slurm = dict(SLURM_JOB_ID="78", SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3")
+    env = dict(agent_env, PATH=f"{bin_dir}{os.pathsep}{agent_env['PATH']}", **slurm)
+    sweep = write_sweep(tmp_path / "usr1.yaml", {"optim.weight_decay": {"values": [1e-3]}} | LONG)
+    sweep_dir = tmp_path / "sweep"
+    status, out, _ = signal_agent(start_agent(sweep, sweep_dir, env), sweep_dir, signal.SIGUSR1)
+    assert status == 128 + signal.SIGUSR1, out
+    [first] = records(sweep_dir)
+    assert first["state"] == "preempted" and first["exit_code"] == 143, first
+    assert "SIGUSR1" in first["reason"] and "exit 143" in first["reason"]
+    assert calls.read_text().split() == ["requeue", "77_3"] and "requeued SLURM job 77_3" in out
+
+    out = run_agent(sweep, sweep_dir, agent_env)  # the requeued task: no flag needed
+    assert "(retry of usr1-0001" in out
+    first, retry = records(sweep_dir)
+    assert first["state"] == "preempted"
+    assert_resumed(first, retry, sweep_dir)
+
+
+def test_agent_exits_1_when_every_run_it_started_failed(tmp_path: Path, agent_env: dict):
+    """lr far above the GD stability limit passes the sweep's config check but is refused by fit (exit 2)."""
+    params = {"optim.lr": {"values": [50.0]}} | TINY | {"wandb.mode": {"value": "disabled"}}
+    sweep = write_sweep(tmp_path / "refused.yaml", params)
+    sweep_dir = tmp_path / "sweep"
+    agent = start_agent(sweep, sweep_dir, agent_env)
+    out, _ = agent.communicate(timeout=AGENT_TIMEOUT)
+    assert agent.returncode == 1, out
+    assert "every run this agent started failed" in out
+    [rec] = records(sweep_dir)
+    assert rec["state"] == "failed" and rec["exit_code"] == 2 and "rejected config" in rec["reason"]
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stop", "status", "expected"),
+    [
+        (0, None, "completed", ("finished", None)),
+        (3, None, "diverged", ("failed", "exit status 3 (diverged)")),
+        (143, None, "interrupted", ("killed", "interrupted by SIGTERM (exit 143)")),  # SIGTERM to the run itself
+        (130, signal.SIGINT, None, ("killed", "run interrupted by SIGINT (exit 130); the agent received SIGINT")),
+        (-9, None, None, ("killed", "terminated by SIGKILL")),
+        (0, None, "interrupted", ("killed", "interrupted (exit 0, phases.json status: interrupted)")),
+        (0, signal.SIGTERM, None, ("killed", "run stopped (exit 0); the agent received SIGTERM")),
+        (143, signal.SIGUSR1, "interrupted", ("preempted", None)),
+    ],
+)
+def test_a_run_ended_by_a_signal_is_never_finished(exit_code, stop, status, expected):
+    state, reason = classify(exit_code, stop, status)
+    assert state == expected[0]
+    if expected[1] is not None:
+        assert reason == expected[1]
+
+
+def test_preempted_points_come_first_and_retries_reuse_the_run_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "order.yaml", {"optim.weight_decay": {"values": [1e-3, 2e-3, 3e-3]}} | TINY)
+    spec = load_spec(sweep, sweep_dir=tmp_path / "d")
+    sd = SweepDir(tmp_path / "d")
+    sd.init(spec)
+    me = AgentInfo.current()
+    a = sd.claim(spec, me)
+    sd.finish(a["name"], "preempted", 143, None, "the agent received SIGUSR1")
+    resumed = sd.claim(spec, me)  # before the two new points, without retry_failed
+    assert resumed["retry_of"] == a["name"] and resumed["output_dir"] == a["output_dir"]
+    assert resumed["command"] == a["command"]  # the very same fit command: same output_dir, so it resumes
+    sd.finish(resumed["name"], "killed", 143, None, "interrupted by SIGTERM (exit 143)")
+    b, c = sd.claim(spec, me), sd.claim(spec, me)
+    assert b["retry_of"] is None and c["retry_of"] is None
+    assert len({a["output_dir"], b["output_dir"], c["output_dir"]}) == 3
+    for rec in (b, c):
+        sd.finish(rec["name"], "finished", 0, None, None)
+    assert sd.claim(spec, me) is None
+    again = sd.claim(spec, me, retry_failed=True, retry_before=time.time() + 1)
+    assert again["retry_of"] == resumed["name"] and again["output_dir"] == a["output_dir"]
+
+
+# ---- (3c) a damaged state.json: one clear line, exit 2 -----------------------------------------------
+DAMAGED = {
+    "truncated": ('{"version": 1, "runs": {"x-0001": {"name": ', "is damaged"),
+    "empty": ("", "is damaged"),
+    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe", "is damaged"),
+    "not a state": ("[1, 2, 3]\n", "is not a sweep state"),
+    "bad record": ('{"version": 1, "next_index": 2, "runs": {"x-0001": {"name": "x-0001"}}}', "not a run record"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED, ids=list(DAMAGED))
+def test_damaged_state_is_a_clear_error_not_a_traceback(case: str, tmp_path: Path, monkeypatch, capsys):
+    from lightning_grok import cli
+
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "x.yaml", GOOD | TINY)
+    sweep_dir = tmp_path / "sweep"
+    SweepDir(sweep_dir).init(load_spec(sweep, sweep_dir=sweep_dir))
+    content, message = DAMAGED[case]
+    state = sweep_dir / "state.json"
+    state.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for argv in (["sweep", str(sweep), "--sweep-dir", str(sweep_dir)], ["sweep-table", str(sweep_dir)]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        [line] = err.strip().splitlines()
+        assert line.startswith("lightning-grok sweep") and "error:" in line
+        assert str(state) in line and message in line and "--sweep-dir" in line
+    assert not list((sweep_dir / "runs").iterdir())  # nothing ran
 
 
 # ---- (4) bad input: exit 2, nothing started ----------------------------------------------------------

@@ -16,7 +16,6 @@ chunk), so every rank stops at the same boundary.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -26,13 +25,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_grok.signals import SignalFlags
-
-
-def slurm_job_id() -> str | None:
-    """The id ``scontrol requeue`` takes: ARRAYJOB_TASK for an array task, else the job id."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+from lightning_grok.signals import SignalFlags, slurm_job_id
 
 
 class RunControl(Callback):

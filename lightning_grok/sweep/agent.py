@@ -1,9 +1,20 @@
 """The agent loop: claim a point, run ``lightning_grok fit`` on it as a subprocess, record how it ended.
 
 Each run is the very command ``wandb agent`` would start (an ordinary W&B run, offline unless logged in),
-with ``output_dir=<sweep-dir>/runs/<run>`` and ``wandb.group=<sweep>`` added. SIGTERM/SIGINT to the agent
-stop its run (SIGTERM to the child, SIGKILL after ``grace`` seconds or a second signal), mark it
-``killed`` and end the agent; a SIGKILLed agent takes its child with it (Linux parent-death signal) and
+with ``output_dir=<sweep-dir>/runs/<run>`` and ``wandb.group=<sweep>`` added.
+
+Signals to the agent stop its run the way fit expects (SIGTERM to the child: it checkpoints at the next
+chunk boundary and exits 143; SIGKILL after ``grace`` seconds or a second signal), record it and end the
+agent with 128 + the signal:
+
+* SIGTERM, SIGINT: the run is recorded ``killed`` (interrupted); ``--retry-failed`` resumes it.
+* SIGUSR1 (``#SBATCH --signal=B:USR1@90``: the time limit or a preemption is near): recorded ``preempted``,
+  then, inside a SLURM job, ``scontrol requeue`` of this job (array task). Every agent claims preempted
+  points before new ones, so the requeued task resumes the run from its checkpoint.
+
+A run that ends by a signal is never ``finished``: exit 130/143 (fit's "stopped by signal, checkpoint
+saved"), death by a signal, or a phases.json saying ``interrupted`` all record ``killed``. A SIGKILLed
+agent takes its child with it (Linux parent-death signal: SIGTERM, so the run still checkpoints) and
 leaves a ``running`` record that the next agent to look marks ``crashed``.
 """
 
@@ -20,13 +31,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_grok.signals import slurm_job_id
 from lightning_grok.sweep.spec import SweepSpec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, read_phases, result_of
 
-EXIT_OK, EXIT_TOO_MANY_FAILURES = 0, 1
+EXIT_OK, EXIT_TOO_MANY_FAILURES, EXIT_ALL_FAILED = 0, 1, 1
 EXIT_NOT_STARTED = 127  # recorded for a run whose command could not be executed (the shell's convention)
 # exit statuses of fit that are answers about the point, not signs of a broken setup
 EXPECTED_FAILURES = {2: "rejected config", 3: "diverged"}
+EXIT_DIVERGED = 3  # the run trained and measured its divergence: a result, like finished
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PREEMPT_SIGNAL = signal.SIGUSR1
+REQUEUE_TIMEOUT = 60.0  # seconds for `scontrol requeue` to answer
 PR_SET_PDEATHSIG = 1
 # W&B variables an enclosing agent or run may have set: inherited, they would make every run resume one
 # W&B run or attach it to a sweep that exists only on the server
@@ -102,16 +118,38 @@ class _Heartbeat:
         self._thread.join()
 
 
-def classify(exit_code: int, stop_signal: int | None) -> tuple[str, str | None]:
-    """(state, reason) of an ended run, in sweeps.RunState terms."""
-    if exit_code == 0:
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def classify(exit_code: int, stop_signal: int | None, run_status: str | None = None) -> tuple[str, str | None]:
+    """(state, reason) of an ended run, in sweeps.RunState terms.
+
+    ``stop_signal``: the signal the agent received while the run was going (it then sent SIGTERM to the run);
+    ``run_status``: the ``status`` of the phases.json this attempt wrote, None if it wrote none.
+    A run that ended by a signal is ``killed`` (``preempted`` when the agent got SIGUSR1), never finished.
+    """
+    interrupted = run_status == "interrupted" or (stop_signal is not None and run_status is None)
+    if exit_code == 0 and not interrupted:
         return "finished", None
-    if stop_signal is not None:
-        return "killed", f"the agent received {signal.Signals(stop_signal).name}"
     if exit_code < 0:
-        return "killed", f"terminated by {signal.Signals(-exit_code).name}"
-    if exit_code == 130:
-        return "killed", "interrupted (exit status 130)"
+        how = f"terminated by {_signal_name(-exit_code)}"
+    elif exit_code > 128:  # fit's 128 + N after a stop by signal N, checkpoint saved (130, 143)
+        how = f"interrupted by {_signal_name(exit_code - 128)} (exit {exit_code})"
+    elif exit_code == 0:
+        how = "interrupted (exit 0, phases.json status: interrupted)" if run_status else "stopped (exit 0)"
+    else:
+        how = None
+    if stop_signal is not None:
+        ended = how or f"exit status {exit_code}"
+        if stop_signal == PREEMPT_SIGNAL:
+            return "preempted", f"the agent received {_signal_name(stop_signal)} (preemption); run {ended}"
+        return "killed", f"run {ended}; the agent received {_signal_name(stop_signal)}"
+    if how is not None:
+        return "killed", how
     why = f" ({EXPECTED_FAILURES[exit_code]})" if exit_code in EXPECTED_FAILURES else ""
     return "failed", f"exit status {exit_code}{why}"
 
@@ -137,14 +175,16 @@ class Agent:
         print(f"{self.tag} {msg}", flush=True)
 
     def _on_signal(self, signum: int, frame) -> None:
-        # only flags: the wait loop acts on them, so no lock or file is ever touched from a handler
-        self.stop_signal = signum
+        # only flags: the wait loop acts on them, so no lock or file is ever touched from a handler. The first
+        # signal names the stop (SLURM's SIGTERM after a SIGUSR1 does not turn a preemption into a kill).
+        if self.stop_signal is None:
+            self.stop_signal = signum
         self.signal_count += 1
 
     def run(self) -> int:
         started = time.time()
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (*STOP_SIGNALS, PREEMPT_SIGNAL):
             with contextlib.suppress(ValueError):  # not the main thread: the caller owns signals
                 previous[sig] = signal.signal(sig, self._on_signal)
         try:
@@ -154,7 +194,7 @@ class Agent:
                 signal.signal(sig, handler)
 
     def _loop(self, started: float) -> int:
-        ran = failures = 0
+        ran = results = failures = 0
         while self.stop_signal is None and (self.opt.count is None or ran < self.opt.count):
             record = self.dir.claim(
                 self.spec,
@@ -171,16 +211,39 @@ class Agent:
                 break
             state, exit_code = self.run_one(record)
             ran += 1
+            results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
             unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
             failures = failures + 1 if unexpected else 0
             if failures >= self.opt.max_failures:
                 self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
                 return EXIT_TOO_MANY_FAILURES
         if self.stop_signal is not None:
-            self.say(f"stopped by {signal.Signals(self.stop_signal).name}")
+            self.say(f"stopped by {_signal_name(self.stop_signal)}")
+            if self.stop_signal == PREEMPT_SIGNAL:
+                self._requeue()
             return 128 + self.stop_signal
+        if ran and not results:
+            self.say(f"every run this agent started failed ({ran}): see the table and their agent.log")
+            return EXIT_ALL_FAILED
         self.say(f"done: {ran} run(s)")
         return EXIT_OK
+
+    def _requeue(self) -> None:
+        """Inside SLURM: requeue this job, whose restart resumes the preempted run (claimed first)."""
+        job = slurm_job_id()
+        if job is None:
+            self.say("not a SLURM job: nothing to requeue; the next agent resumes the preempted run first")
+            return
+        try:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=REQUEUE_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.say(f"could not requeue SLURM job {job}: {exc}; the next agent resumes the preempted run first")
+            return
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+            self.say(f"could not requeue SLURM job {job}: {why}; the next agent resumes the preempted run first")
+        else:
+            self.say(f"requeued SLURM job {job}: it resumes the preempted run")
 
     def run_one(self, record: dict) -> tuple[str, int]:
         """Run one claimed point to its end; returns (state, exit status)."""
@@ -189,7 +252,7 @@ class Agent:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "agent.log"
         shown = " ".join(f"{k}={record['params'][k]}" for k in self.spec.swept_names) or "(constants only)"
-        retry = f" (retry of {record['retry_of']})" if record.get("retry_of") else ""
+        retry = f" (retry of {record['retry_of']}, resuming in {run_dir})" if record.get("retry_of") else ""
         self.say(f"{name} started{retry}: {shown} (log: {log_path})")
         t0 = time.time()
         with open(log_path, "ab") as log:
@@ -212,9 +275,9 @@ class Agent:
             self.dir.update(name, child_pid=proc.pid)
             with _Heartbeat(self.dir, name, self.opt.heartbeat_every):
                 exit_code = self._wait(proc)
-        phases = read_phases(run_dir / "phases.json")
+        phases = self._phases_since(run_dir / "phases.json", t0)
         result = result_of(phases) if phases else None
-        state, reason = classify(exit_code, self.stop_signal)
+        state, reason = classify(exit_code, self.stop_signal, phases.get("status") if phases else None)
         self.dir.finish(name, state, exit_code, result, reason)
         times = ""
         if result:
@@ -223,6 +286,16 @@ class Agent:
         if state == "failed" and exit_code not in EXPECTED_FAILURES:
             self._show_tail(log_path)
         return state, exit_code
+
+    @staticmethod
+    def _phases_since(path: Path, t0: float) -> dict | None:
+        """The phases.json this attempt wrote: an earlier attempt's, in the same directory, is not its result."""
+        try:
+            if path.stat().st_mtime < t0 - 1.0:  # 1 s: file systems with coarse timestamps
+                return None
+        except OSError:
+            return None
+        return read_phases(path)
 
     def _wait(self, proc: subprocess.Popen) -> int:
         term_at = None

@@ -1,8 +1,18 @@
 """``lightning-grok sweep`` and ``lightning-grok sweep-table``: argument parsing and exit statuses.
 
-Exit statuses of ``sweep``: 0 the agent ran out of points (or reached --count); 1 it gave up (too many
-unexpected failures in a row, or the state lock could not be had); 2 bad input, before any run starts;
-128+N stopped by signal N.
+Exit statuses of ``sweep``:
+
+* 0: the agent ran out of points (or reached --count), and at least one run it started produced a result
+  (finished, or diverged: divergence is a measured answer), or it started none.
+* 1: every run it started failed (none finished or diverged: refused configs, crashes, I/O errors), or it
+  gave up (``--max-failures`` unexpected failures in a row), or the state lock could not be had.
+* 2: bad input: a bad sweep file (before any run starts), or a ``state.json`` that is damaged or not a
+  sweep state (reported in one line naming the file, at start or at the next claim).
+* 128+N: stopped by signal N. 130 SIGINT, 143 SIGTERM: the run was stopped (it checkpoints) and recorded
+  ``killed``; ``--retry-failed`` resumes it in its directory. 138 SIGUSR1: recorded ``preempted`` and,
+  inside SLURM, the job requeued; any agent resumes a preempted point before starting new ones.
+
+``sweep-table`` exits 0, or 2 when the directory holds no readable sweep state.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--retry-failed",
         action="store_true",
-        help="also rerun points whose last attempt failed, crashed or was killed (once per agent launch)",
+        help="also rerun points whose last attempt failed, crashed or was killed (once per agent launch), in the "
+        "same run directory, so a run with a checkpoint resumes",
     )
     s.add_argument(
         "--stale-after",
@@ -67,7 +78,7 @@ def main_sweep(args: argparse.Namespace) -> int:
     from filelock import Timeout
 
     from lightning_grok.sweep.agent import Agent, AgentOptions
-    from lightning_grok.sweep.state import SweepDir
+    from lightning_grok.sweep.state import SweepDir, SweepStateError
 
     if args.count is not None and args.count < 1:
         _error(f"--count must be >= 1, got {args.count}")
@@ -99,7 +110,7 @@ def main_sweep(args: argparse.Namespace) -> int:
     try:
         sweep_dir.init(spec)
         status = Agent(spec, sweep_dir, options).run()
-    except SweepSpecError as exc:
+    except (SweepSpecError, SweepStateError) as exc:
         _error(str(exc))
         return EXIT_CONFIG
     except Timeout:
@@ -108,17 +119,26 @@ def main_sweep(args: argparse.Namespace) -> int:
     if args.table:
         from lightning_grok.sweep.table import render
 
-        print(render(root))
+        try:
+            print(render(root))
+        except SweepStateError as exc:
+            _error(str(exc))
+            return EXIT_CONFIG
     return status
 
 
 def main_sweep_table(args: argparse.Namespace) -> int:
     """Print the table of a sweep directory. Returns the exit status."""
+    from lightning_grok.sweep.state import SweepStateError
     from lightning_grok.sweep.table import render
 
     root = Path(args.sweep_dir)
     if not (root / "state.json").is_file():
         print(f"lightning-grok sweep-table: error: no sweep in {root} (state.json missing)", file=sys.stderr)
         return EXIT_CONFIG
-    print(render(root, all_attempts=args.all, as_json=args.json))
+    try:
+        print(render(root, all_attempts=args.all, as_json=args.json))
+    except SweepStateError as exc:
+        print(f"lightning-grok sweep-table: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0

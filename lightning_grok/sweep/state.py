@@ -10,6 +10,11 @@ A running record whose agent died is marked ``crashed`` by whichever agent next 
 same machine (host name and PID namespace) the agent's PID is checked directly (with its start time, so a
 reused PID does not pass as alive); for another host the agent's heartbeat file must be fresher than
 ``stale_after`` seconds.
+
+Every attempt at a point runs in the point's one run directory (a retry reuses the directory of the attempt
+it retries), so ``fit`` resumes from the checkpoint there instead of starting at step 0. A ``preempted``
+point (its agent got SIGUSR1, e.g. SLURM's warning before a time limit) is claimed before any new point by
+any agent, without ``--retry-failed``: a requeued array task picks its run up where it stopped.
 """
 
 from __future__ import annotations
@@ -30,8 +35,16 @@ from lightning_grok.atomic import atomic_write_text
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of
 
 STATE_VERSION = 1
-RETRYABLE = ("failed", "crashed", "killed")
-STATES = ("running", "finished", "failed", "crashed", "killed")  # a subset of sweeps.RunState
+RETRYABLE = ("failed", "crashed", "killed", "preempted")
+STATES = ("running", "finished", "failed", "crashed", "killed", "preempted")  # a subset of sweeps.RunState
+RECORD_KEYS = ("name", "params", "state", "output_dir")  # what every reader of a record relies on
+
+
+class SweepStateError(ValueError):
+    """``state.json`` is missing, damaged or not a sweep state: the message names the file and what to do.
+
+    CLI exit status 2. Agents write the file only by atomic replace, so this means it was changed from outside.
+    """
 
 
 # ---- processes --------------------------------------------------------------------------------------
@@ -168,8 +181,30 @@ class SweepDir:
 
     # ---- state ----
     def read(self) -> dict:
-        """The current state; safe without the lock because every write is an atomic replace."""
-        return json.loads(self.state_path.read_text())
+        """The current state; safe without the lock because every write is an atomic replace.
+
+        Raises SweepStateError when the file is missing, not JSON, or not a sweep state.
+        """
+        path = self.state_path
+        advice = (
+            f"restore it from a backup, or start over with a new --sweep-dir (results of finished runs stay in "
+            f"{self.runs_dir}/*/phases.json)"
+        )
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SweepStateError(f"no sweep state in {self.root} ({path} is missing)") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: truncated, overwritten, binary
+            raise SweepStateError(f"sweep state {path} is damaged ({exc}); {advice}") from None
+        runs = state.get("runs") if isinstance(state, dict) else None
+        if not isinstance(runs, dict) or not isinstance(state.get("next_index"), int):
+            raise SweepStateError(f"{path} is not a sweep state (no 'runs' mapping or 'next_index'); {advice}")
+        for name, rec in runs.items():
+            if not isinstance(rec, dict) or any(k not in rec for k in RECORD_KEYS):
+                raise SweepStateError(
+                    f"{path}: run {name!r} is not a run record (needs {', '.join(RECORD_KEYS)}); {advice}"
+                )
+        return state
 
     def _write(self, state: dict) -> None:
         atomic_write_text(self.state_path, json.dumps(state, indent=1, default=str) + "\n")
@@ -187,7 +222,9 @@ class SweepDir:
                     )
             else:
                 atomic_write_text(self.sweep_path, spec.text)
-            if not self.state_path.is_file():
+            if self.state_path.is_file():
+                self.read()  # a damaged state is reported now, before any run, not at the first claim
+            else:
                 self._write(
                     {
                         "version": STATE_VERSION,
@@ -243,15 +280,17 @@ class SweepDir:
     ) -> dict | None:
         """Choose the next point and record it as running for ``me``, all under the lock; None when done.
 
-        grid: new points first, then (with ``retry_failed``) points whose latest attempt failed, crashed or
-        was killed and began before ``retry_before`` (this agent's start: each launch retries a point once,
-        never in a loop). random/bayes never run out of points, so their retries come first.
+        Preempted points first (always), then for grid: new points, then (with ``retry_failed``) points
+        whose latest attempt failed, crashed or was killed and began before ``retry_before`` (this agent's
+        start: each launch retries a point once, never in a loop). random/bayes never run out of points, so
+        their retries come before new points. A retry runs in the directory of the attempt it retries.
         """
         with self.lock:
             state = self.read()
             reaped = self.reap(state, me, stale_after)
-            chosen = None
-            if spec.run_cap is None or len(state["runs"]) < spec.run_cap:
+            # preempted points first, whatever run_cap says: they were stopped by the scheduler, not by a fault
+            chosen = self._retry_candidate(list(state["runs"].values()), float("inf"), ("preempted",))
+            if chosen is None and (spec.run_cap is None or len(state["runs"]) < spec.run_cap):
                 chosen = self._choose(spec, state, retry_failed, retry_before)
             if chosen is None:
                 if reaped:
@@ -261,7 +300,8 @@ class SweepDir:
             index = state["next_index"]
             state["next_index"] = index + 1
             name = f"{spec.name}-{index:04d}"
-            output_dir = Path("runs") / name
+            # a retry continues in its point's directory: fit resumes from the checkpoint (and W&B run) there
+            output_dir = Path(state["runs"][retry_of]["output_dir"]) if retry_of else Path("runs") / name
             now = time.time()
             record = {
                 "name": name,
@@ -309,12 +349,15 @@ class SweepDir:
         return retry  # grid exhausted: only retries are left
 
     @staticmethod
-    def _retry_candidate(records: list[dict], retry_before: float) -> tuple[dict, str] | None:
+    def _retry_candidate(
+        records: list[dict], retry_before: float, states: tuple[str, ...] = RETRYABLE
+    ) -> tuple[dict, str] | None:
+        """(params, name of the attempt to retry) of the first point whose latest attempt is in ``states``."""
         latest: dict[str, dict] = {}
         for rec in records:  # claim order: the last attempt of each point wins
             latest[point_key(rec["params"])] = rec
         for rec in latest.values():
-            if rec["state"] in RETRYABLE and (rec.get("started_at") or 0.0) < retry_before:
+            if rec["state"] in states and (rec.get("started_at") or 0.0) < retry_before:
                 return rec["params"], rec["name"]
         return None
 

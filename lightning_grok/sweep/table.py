@@ -46,9 +46,11 @@ def rows(sweep_dir: str | os.PathLike, all_attempts: bool = False) -> tuple[list
         for rec in records:
             latest[point_key(rec["params"])] = rec  # dict keeps first-claim order, value is the last attempt
         records = list(latest.values())
+    # attempts at a point share its run directory: its phases.json belongs to the latest one only
+    owner = {rec["output_dir"]: rec["name"] for rec in state["runs"].values()}
     out = []
     for rec in records:
-        phases = read_phases(sd.run_dir(rec) / "phases.json")
+        phases = read_phases(sd.run_dir(rec) / "phases.json") if owner[rec["output_dir"]] == rec["name"] else None
         result = result_of(phases) if phases else (rec.get("result") or {})
         label = rec["state"]
         if rec["state"] == "failed" and rec.get("exit_code") is not None:
