@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         # every key=value (or W&B's --key=value) is an override, wherever it stands
         overrides = [a for a in argv[1:] if "=" in a]
         args = parser.parse_args([argv[0]] + [a for a in argv[1:] if "=" not in a])
-        cfg = load_config(args.config, list(args.overrides) + overrides)
+        cfg = load_config(args.config, list(args.overrides) + overrides, verb=args.verb)
         if args.verb == "fit":
             from lightning_grok.experiment import fit
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_grok.theory.predict import predictions
 
         out = predictions(cfg)
-        print(json.dumps(out, indent=2, default=str) if args.json else format_theory(out))
+        print(theory_json(out) if args.json else format_theory(out))
         return 0
     except ConfigError as exc:
         print(f"lightning-grok: error: {exc}", file=sys.stderr)
@@ -77,6 +78,26 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = reproduce(args.figure, args.out, quick=args.quick)
     print(f"wrote {out['png']}")
     return out["status"]
+
+
+def theory_json(out: dict) -> str:
+    """``out`` as strict JSON (RFC 8259 has no NaN or Infinity): a non-finite number becomes null, and the
+    top-level ``notes`` list says which key held what, e.g. ``exact.train_loss_limit is inf``."""
+    notes: list[str] = []
+
+    def clean(value, key: str):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{key} is {value} (written as null: JSON has no infinity or NaN)")
+            return None
+        return value
+
+    strict = clean(out, "")
+    strict["notes"] = notes
+    return json.dumps(strict, indent=2, default=str, allow_nan=False)
 
 
 def format_theory(out: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from lightning_grok.resources import COMPONENT_KEYS, available_memory, estimate_memory, gib
 
 DATA_KINDS = ("regression", "modular")
 TEACHERS = ("zero", "linear", "relu", "fourier", "student")
@@ -129,14 +132,112 @@ def _schema() -> DictConfig:
 
 
 def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
-    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     value = getattr(exc, "value", None)
     msg = str(exc).splitlines()[0]
-    if "Key '" in msg and "not in" in msg:
+    if key and "Key '" in msg and "not in" in msg:
         parent = key.rsplit(".", 1)[0] if "." in str(key) else ""
         allowed = sorted(OmegaConf.select(_schema(), parent).keys()) if parent else sorted(_schema().keys())
         return ConfigError(f"{source}: unknown key '{key}' (allowed keys here: {', '.join(allowed)})")
+    if "nterpolation" in type(exc).__name__ or "interpolation" in msg:
+        return ConfigError(f"{source}: key '{key}' cannot be resolved: {msg}")
+    if not key:
+        return ConfigError(f"{source}: {msg}")
     return ConfigError(f"{source}: key '{key}' has invalid value {value!r}: {msg}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping (plain yaml keeps the last one silently)."""
+
+    source = "<config>"
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_duplicates(node, "")
+        return self.construct_document(node)
+
+    def _check_duplicates(self, node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_duplicates(item, f"{prefix}[{i}].")
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' keys may be overridden explicitly
+                continue
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key in seen:
+                raise ConfigError(
+                    f"config file {self.source}: key '{prefix}{key}' appears twice (lines {seen[key]} and {line}); "
+                    "allowed: each key once"
+                )
+            seen[key] = line
+            self._check_duplicates(value_node, f"{prefix}{key}.")
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML file at ``path``; ConfigError naming the file when it is missing, unreadable, not UTF-8
+    text, not YAML, or has a duplicate key."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:  # a folder on the way that may not be searched, a broken link loop
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        # a directory; a FIFO or a device would block or never end
+        raise ConfigError(f"config file {path} is not a regular file (allowed: a YAML file)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} "
+            f"(offset {exc.start}); allowed: a UTF-8 YAML file"
+        ) from None
+    loader = _StrictLoader(text)
+    loader.source = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse config file {path}: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, where: bool = True) -> str:
+    """A YAML error on one line: what is wrong and (``where``) its line and column in the file."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) if where else None
+    context = getattr(exc, "context", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{at}" + (f" ({context})" if context else "")
+
+
+def _check_groups(raw: dict, schema: DictConfig, source: str, prefix: str = "") -> None:
+    """A group of keys (``optim``, ``data``...) must be given a mapping, never a single value (``optim=3``)."""
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in schema:
+            continue  # the merge reports unknown keys, with the allowed ones
+        node = schema[key]
+        if not isinstance(node, DictConfig):
+            continue
+        full = f"{prefix}{key}"
+        if not isinstance(value, dict):
+            keys = list(node.keys())
+            raise ConfigError(
+                f"{source}: key '{full}' is a group of keys ({', '.join(keys)}), got the single value {value!r} "
+                f"(allowed: a mapping, or one of its keys, e.g. {full}.{keys[0]}=...)"
+            )
+        _check_groups(value, node, source, f"{full}.")
 
 
 def parse_overrides(overrides: list[str]) -> list[str]:
@@ -144,36 +245,57 @@ def parse_overrides(overrides: list[str]) -> list[str]:
     cleaned = []
     for item in overrides:
         item = item[2:] if item.startswith("--") else item
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
         cleaned.append(item)
     return cleaned
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Schema <- YAML file <- overrides, then range validation. Raises ConfigError on bad input."""
+def _parse_override(item: str) -> DictConfig:
+    """One ``key=value`` as a config; ConfigError naming the key when the value is not valid YAML (``[1``)."""
+    key, value = item.split("=", 1)
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"override: key '{key}' has unparseable value {value!r}: {_yaml_problem(exc, where=False)} "
+            "(allowed: a YAML scalar, e.g. 1e-3, true, text; or a list such as [a, b])"
+        ) from None
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, "override") from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, *, verb: str | None = "fit"
+) -> DictConfig:
+    """Schema <- YAML file <- overrides, then validation. Raises ConfigError on bad input.
+
+    Interpolations are resolved here, so ``seed=${nope}`` fails now, not mid-run. ``verb`` (``"fit"``,
+    ``"theory"``, or None to skip) selects the memory estimate checked against the machine's
+    (``resources.estimate_memory``).
+    """
     cfg = _schema()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+        raw = _read_yaml(path)
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(raw).__name__}")
+        _check_groups(raw or {}, cfg, f"config file {path}")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(raw or {}))
         except OmegaConfBaseException as exc:
             raise _explain(exc, str(path)) from None
-    if overrides:
+        except (ValueError, TypeError) as exc:  # a YAML value OmegaConf cannot hold (a date, a binary)
+            raise ConfigError(f"config file {path}: {exc}") from None
+    for item in parse_overrides(overrides or []):
+        layer = _parse_override(item)
+        _check_groups(OmegaConf.to_container(layer), cfg, "override")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(parse_overrides(overrides)))
+            cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as exc:
             raise _explain(exc, "override") from None
     OmegaConf.set_struct(cfg, True)
-    validate(cfg)
+    validate(cfg, verb=verb)
     return cfg
 
 
@@ -223,11 +345,33 @@ def _rules() -> list[tuple[str, Any, str]]:
     ]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range checks that a type cannot express. Raises ConfigError naming key, value and what is allowed."""
+def _non_finite(tree: Any, prefix: str = "") -> tuple[str, float] | None:
+    """The first float that is nan or +-inf in a resolved config tree, with its dotted key."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        full = f"{prefix}{key}" if isinstance(tree, dict) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, float) and not math.isfinite(value):
+            return full, value
+        found = _non_finite(value, f"{full}.")
+        if found:
+            return found
+    return None
+
+
+def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
+    """Range checks that a type cannot express, then the memory estimate of ``verb`` (see ``load_config``).
+    Raises ConfigError naming key, value and what is allowed."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, "config") from None
+    bad = _non_finite(resolved)
+    if bad:
+        # every float of the schema is a rate, a scale, a size or a threshold: none may be nan or infinite
+        raise ConfigError(f"invalid value for '{bad[0]}': {bad[1]!r} (allowed: a finite number)")
     for key, ok, allowed in _rules():
         value = OmegaConf.select(cfg, key)
-        if isinstance(value, float) and math.isnan(value) or not ok(value):
+        if not ok(value):
             raise ConfigError(f"invalid value for '{key}': {value!r} (allowed: {allowed})")
     if not cfg.phases.c >= cfg.phases.eps:
         raise ConfigError(
@@ -255,11 +399,37 @@ def validate(cfg: DictConfig) -> None:
             f"optim.name={cfg.optim.name!r} (allowed: 1; several seeds are batched for the linear families "
             "(ridge, random_features) trained by full-batch optim.name=gd)"
         )
+    if verb is not None:
+        # before the primality test below, which takes minutes for an absurd modulus
+        check_memory(cfg, verb=verb)
     if cfg.data.kind == "modular" and cfg.data.operation in ("div",) and not _is_prime(cfg.data.modulus):
         raise ConfigError(
             f"invalid value for 'data.modulus': {cfg.data.modulus} (allowed: a prime, since operation "
             f"'{cfg.data.operation}' needs the field Z_p)"
         )
+
+
+def check_memory(cfg: DictConfig, *, verb: str = "fit") -> None:
+    """Refuse a run whose estimated memory (``resources.estimate_memory``) exceeds what the machine has,
+    naming the largest components, the keys they grow with, and the available memory."""
+    need = estimate_memory(cfg, verb=verb)
+    try:
+        have, source = available_memory()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    total = sum(need.values())
+    if total <= have:
+        return
+    largest = sorted(need.items(), key=lambda kv: -kv[1])[:3]
+    parts = "; ".join(f"{name} {gib(v)} ({COMPONENT_KEYS[name]})" for name, v in largest)
+    sizes = ["seeds", "data.modulus" if cfg.data.kind == "modular" else "data.n_train", "model.width"]
+    sizes += ["data.n_test"] if cfg.data.kind == "regression" and cfg.data.population == "sampled" else []
+    sizes += ["trainer.steps_per_call"] if verb == "fit" else []
+    now = ", ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in sizes)
+    raise ConfigError(
+        f"this run needs about {gib(total)} of memory but {gib(have)} is available ({source}); largest: {parts}. "
+        f"Allowed: a run that fits: lower {', '.join(sizes)} (now {now})"
+    )
 
 
 def _is_prime(p: int) -> bool:

@@ -1,0 +1,305 @@
+"""The memory a run needs, estimated from its config alone, and the memory the machine has.
+
+``estimate_memory(cfg)`` mirrors what a run allocates (in bytes, by component), so that a run too big for
+the machine is refused (exit 2) before a single tensor exists, instead of dying in the allocator minutes
+later. It imports neither torch nor Lightning: ``lightning_grok.config`` calls it while validating.
+
+The sizes follow the code that allocates them:
+
+* data (``data/regression.py``, ``data/modular.py``): float64 on the CPU, one set per ensemble member;
+* parameters (``models/*.py``): created in float64, then cast to the ``trainer.precision`` dtype;
+* the linear kernels (``kernels.py``): stacked features of every member, the row-space basis, and the
+  per-call buffers of K = ``trainer.steps_per_call`` iterates (``auto_steps_per_call`` when 0);
+* the autograd kernel: the hidden activations of the forward and backward passes (networks);
+* the theory (``theory/*.py``): float64 copies of the features, SVDs, and the loss curves on a step grid.
+
+Components that exist one member at a time (the modular table while it is split, the theory's SVD
+workspace) are counted once; everything else is multiplied by the number of members (``seeds``). The sum
+of components is the estimate, a mild over-estimate of the peak: the check is meant to catch runs that
+need several times the machine, not to squeeze the last GiB. GPU runs hold the kernel's buffers in device
+memory; they are counted against host memory too (the data and theory live there first), which errs on
+the side of refusing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+F64 = 8  # bytes of a float64 / int64: data, labels and the theory are always float64
+FRAMEWORK_BYTES = 512 << 20  # resident size of Python + torch + Lightning + numpy (measured about 400 MiB)
+TEST_BLOCK_ELEMENTS = 1 << 24  # kernels._test_set_losses evaluates test predictions in blocks of this many
+
+# lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
+# above this width it takes longer than the run's own set-up, so it is skipped (theory/problem.py)
+SIGMA_ESTIMATE_MAX_WIDTH = 3000
+
+# the iterate buffer of one kernel call holds about this many numbers (32 MB of float64)
+ITERATE_BUFFER_FLOATS = 4 << 20
+
+MEMORY_ENV = "LG_MEMORY_AVAILABLE"  # bytes; overrides the machine's figure (tests, or a shared node)
+
+# what each component scales with, for the refusal message
+COMPONENT_KEYS = {
+    "framework": "Python, torch and Lightning themselves",
+    "training_data": "seeds x data.n_train x input dim, float64",
+    "test_data": "seeds x (data.n_test or test pairs) x input dim, float64",
+    "sigma_sample": "seeds x data.n_sigma_samples x input dim, float64",
+    "modular_table": "data.modulus^2 pairs x 3 data.modulus, float64",
+    "parameters": "seeds x model.width x input dim",
+    "training_features": "seeds x data.n_train x model.width",
+    "test_features": "seeds x data.n_test x model.width",
+    "rowspace_basis": "seeds x data.n_train x model.width",
+    "iterate_buffers": "trainer.steps_per_call x seeds x model.width (or data.n_train) x outputs",
+    "activations": "seeds x (data.n_train + data.n_test) x model.width",
+    "theory": "float64 features, SVD and loss curves of the exact dynamics",
+}
+
+
+def auto_steps_per_call(floats_per_step: int | None) -> int:
+    """GD steps per kernel call when ``trainer.steps_per_call`` is 0: enough that Lightning's per-call cost is
+    small, few enough that the iterate buffer (``floats_per_step`` numbers a step; None for the autograd
+    kernel) stays about 32 MB."""
+    if floats_per_step is None:
+        return 256
+    return int(max(64, min(4096, ITERATE_BUFFER_FLOATS // max(1, floats_per_step))))
+
+
+def itemsize(precision: str) -> int:
+    """Bytes per number of the parameters and the kernel buffers: 8 for ``64*`` precisions, else 4."""
+    return 8 if str(precision).startswith("64") else 4
+
+
+def _grid_points(lr: float, weight_decay: float) -> int:
+    """Length of the step grid of ``theory.exact.ExactDynamics._grid``: dense to 2048, then geometric to the
+    horizon (60 e-folds of the slowest mode, 1 - eta lambda, capped at 10^13)."""
+    decay = lr * weight_decay
+    end = 10**13
+    if 0 < decay < 1:
+        end = int(min(end, math.ceil(60.0 / -math.log1p(-decay)) + 1))
+    if end <= 2048:
+        return end + 1
+    return 2049 + int(math.log(end / 2048) / 0.004) + 2
+
+
+def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
+    """The sizes a run allocates by: members B, training rows n, test rows N, Sigma rows, input dim d,
+    feature count m, outputs k, table size, whether the fused linear kernel (row-space form) runs, whether
+    the theory is computed, and K, the GD steps per kernel call."""
+    data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
+    b = int(cfg.seeds if members is None else members)
+    family = model.family
+    table = 0
+    if data.kind == "modular":
+        p = int(data.modulus)
+        table = p * (p - 1) if data.operation == "div" else p * p
+        n = int(round(data.train_fraction * table))
+        n_test = table - n
+        n_sigma = n_test  # x_sigma is a copy of the held-out inputs
+        d, k = 2 * p, p
+        m = d if family == "ridge" else int(model.width)
+    else:
+        d = int(model.width) if family == "ridge" else int(data.input_dim if data.input_dim is not None else 100)
+        n, k, m = int(data.n_train), 1, int(model.width)
+        n_test = int(data.n_test) if data.population == "sampled" else 0
+        n_sigma = 0 if family == "ridge" else int(data.n_sigma_samples)
+    full_batch = optim.batch_size is None or optim.batch_size >= n
+    cross_entropy = data.kind == "modular" and data.target == "index"
+    theory = family != "two_layer" and optim.name == "gd" and full_batch and not cross_entropy
+    linear_kernel = theory and "mixed" not in str(trainer.precision)
+    rowspace = linear_kernel and trainer.kernel != "parameter" and n < m
+    floats = b * (n if rowspace else m) * k if linear_kernel else None
+    per_call = int(trainer.steps_per_call) or auto_steps_per_call(floats)
+    return {
+        "members": b,
+        "n": n,
+        "n_test": n_test,
+        "n_sigma": n_sigma,
+        "d": d,
+        "m": m,
+        "k": k,
+        "table": table,
+        "theory": theory,
+        "linear_kernel": linear_kernel,
+        "rowspace": rowspace,
+        "steps_per_call": min(per_call, int(trainer.max_steps)),
+        "batch": None if full_batch else int(optim.batch_size),
+    }
+
+
+def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
+    """Bytes a run of ``cfg`` needs, by component (keys of ``COMPONENT_KEYS``; zero components left out).
+
+    ``verb`` ``"fit"``: a training run (every member, the kernels); ``"theory"``: what ``lightning-grok
+    theory`` builds, member 0's data, model and theory only.
+    """
+    theory_only = verb == "theory"
+    sh = run_shape(cfg, members=1 if theory_only else None)
+    b, n, nt, ns, d, m, k = (sh[x] for x in ("members", "n", "n_test", "n_sigma", "d", "m", "k"))
+    s = itemsize(cfg.trainer.precision)
+    family = cfg.model.family
+    out = {"framework": FRAMEWORK_BYTES}
+
+    # data: float64 inputs and targets per member (data/base.py Tensors); class labels as int64 (modular)
+    per_row = F64 * (d + k + (1 if sh["table"] else 0))
+    out["training_data"] = b * per_row * n
+    out["test_data"] = b * per_row * nt
+    out["sigma_sample"] = b * F64 * ns * d
+    if sh["table"]:
+        # operation_table and the one-hot encoding: all pairs as float64 before the split, index tensors, eye(p)
+        p = k
+        out["modular_table"] = F64 * (sh["table"] * (d + k) + 6 * sh["table"] + p * p)
+
+    # parameters: built in float64 (theta and theta_init; or frozen W, b and a, a_init), then cast
+    if family == "ridge":
+        params = 2 * m * k
+    elif family == "random_features":
+        params = m * d + m + 2 * m * k
+    else:
+        params = m * d + m * k
+    out["parameters"] = b * F64 * params
+    if not sh["linear_kernel"] and not theory_only:
+        # gradients of the trained tensors and the optimizer's state (momentum; AdamW's two moments); a fused
+        # two-layer gd kernel keeps a gradient, a kept copy and a scratch copy of both layers
+        trained = m * d + m * k if family == "two_layer" else m * k
+        states = {"gd": 3 if family == "two_layer" else 1, "sgd": 2, "adamw": 3}.get(cfg.optim.name, 3)
+        out["parameters"] += b * states * s * trained
+
+    if sh["theory"]:
+        out["theory"] = _theory_bytes(cfg, sh)
+
+    if theory_only:
+        return {key: v for key, v in out.items() if v}
+
+    kk = sh["steps_per_call"]
+    if sh["linear_kernel"]:
+        # features of every member, cast to the parameters' dtype: the per-member list, the stacked copy, and
+        # one member's intermediate (the pre-activation of random features); ridge in float64 uses the data
+        # tensors themselves as features, so only the stacked copy is new
+        copies = b if family == "ridge" and s == F64 else 2 * b + 1
+        out["training_features"] = s * (copies * n * m + 2 * b * n * k)
+        out["test_features"] = s * (copies * nt * m + 2 * b * nt * k)
+        # test predictions are evaluated in blocks of whole iterates, about TEST_BLOCK_ELEMENTS numbers each:
+        # the prediction, its error and the squared error
+        per_iterate = b * nt * k
+        block = min(kk, max(1, TEST_BLOCK_ELEMENTS // per_iterate)) * per_iterate if nt else 0
+        if sh["rowspace"]:
+            # thin QR of Phi^T: the basis V (B, m, n) and LAPACK's copy; R, M, R R^T (B, n, n); test set x V
+            out["rowspace_basis"] = s * (2 * b * m * n + 3 * b * n * n)
+            out["test_features"] += s * b * n * nt
+            # coefficients (K + 1, B, k, n); the residuals with the reshaped copy and the product they come
+            # from; norms and population losses square the block
+            out["iterate_buffers"] = s * ((4 * kk + 1) * b * k * n + 3 * block)
+        else:
+            # iterates (K + 1, B, m, k) and residuals (K, B, n, k), each with the temporaries of their losses
+            out["iterate_buffers"] = s * ((3 * kk + 1) * b * m * k + 2 * kk * b * n * k + 3 * block)
+    else:
+        # autograd kernel: the inputs cast to the parameters' dtype, and the hidden activations of the full-batch
+        # forward (pre-activation and ReLU, kept for backward, and their gradients), a mini-batch forward and the
+        # test forward; ridge has no hidden layer
+        out["training_data"] += s * n * (d + k)
+        out["test_data"] += s * nt * (d + k)
+        rows = 4 * (n + (sh["batch"] or 0)) + 2 * nt
+        out["activations"] = b * s * rows * (k if family == "ridge" else m)
+        # three (K, B) records a call, a 0-d tensor per step and test metric, and (fused two-layer kernel) the
+        # network's outputs on the training set at every step of the call
+        out["iterate_buffers"] = kk * b * (3 * s + 512 + (s * n * k if family == "two_layer" else 0))
+    return {key: v for key, v in out.items() if v}
+
+
+def _theory_bytes(cfg: Any, sh: dict[str, Any]) -> int:
+    """Float64 bytes of ``theory.problem.linear_problem`` and ``theory.report.Theory`` for every member: kept
+    per member (features, the SVD's right factor), plus the largest workspace of one member at a time."""
+    b, n, nt, ns, m, k = (sh[x] for x in ("members", "n", "n_test", "n_sigma", "m", "k"))
+    r = min(n, m)
+    # ridge features in float64 are the data tensors themselves (numpy views, no copy)
+    shared = cfg.model.family == "ridge" and itemsize(cfg.trainer.precision) == F64
+    kept = (0 if shared else n * m + nt * m) + m * r + m * k + ((r + 2) ** 2 if nt else 0)
+    # workspaces of the steps, one after another: an SVD of Phi (LAPACK's copy, U and V^T); the test-set
+    # quadratic form (Phi_test V, residuals); the loss curves on the step grid (residuals (T, r, k) and
+    # squares); lambda_min(Sigma) (features of the Sigma sample, the m x m second moment and eigvalsh's copy);
+    # the realizing teacher on a finite table (lstsq on stacked features and targets, with its copy)
+    phases = [n * m + n * r + r * m, nt * (r + 2 * k)]
+    phases.append(2 * _grid_points(float(cfg.optim.lr), float(cfg.optim.weight_decay)) * r * k)
+    if sh["table"] or (ns and m <= SIGMA_ESTIMATE_MAX_WIDTH):
+        phases.append(ns * m + 2 * m * m)
+    if sh["table"]:
+        phases.append(2 * sh["table"] * (m + k))
+    work = max(phases)
+    return F64 * (b * kept + work)
+
+
+def available_memory() -> tuple[int, str]:
+    """Bytes this process may still allocate, and where the figure comes from: ``LG_MEMORY_AVAILABLE`` if set,
+    else ``MemAvailable`` of /proc/meminfo (free pages of ``os.sysconf`` where there is none), lowered to the
+    room left under a cgroup memory limit (containers, SLURM jobs). Raises ValueError on a bad override."""
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            raise ValueError(f"environment variable {MEMORY_ENV}={env!r} is not a number of bytes") from None
+        return value, f"${MEMORY_ENV}"
+    avail, source = _meminfo_available()
+    limit = _cgroup_room()
+    if limit is not None and limit < avail:
+        return limit, "room under this cgroup's memory limit"
+    return avail, source
+
+
+def _meminfo_available() -> tuple[int, str]:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free physical pages (sysconf)"
+    except (OSError, ValueError, AttributeError):
+        # no way to tell (not Linux or BSD): do not refuse anything
+        return 1 << 62, "unknown"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _inactive_file(stat_file: str) -> int:
+    """Reclaimable page cache of a cgroup (bytes): its usage counts it, but the kernel frees it on demand."""
+    try:
+        with open(stat_file) as fh:
+            for line in fh:
+                key, _, value = line.partition(" ")
+                if key in ("inactive_file", "total_inactive_file"):
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_room() -> int | None:
+    """limit - usage (less reclaimable cache) of the cgroup memory controller, v2 then v1; None without a limit."""
+    for root, limit_file, usage_file in (
+        ("/sys/fs/cgroup", "memory.max", "memory.current"),
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    ):
+        limit, usage = _read_int(f"{root}/{limit_file}"), _read_int(f"{root}/{usage_file}")
+        if limit is not None and limit < 1 << 60:  # v1 writes "no limit" as a huge number
+            used = max(0, (usage or 0) - _inactive_file(f"{root}/memory.stat"))
+            return max(0, limit - used)
+    return None
+
+
+def gib(nbytes: int) -> str:
+    """``nbytes`` as GiB for messages, e.g. '74.5 GiB' (small values as MiB)."""
+    if nbytes < 1 << 30:
+        return f"{nbytes / (1 << 20):.0f} MiB"
+    return f"{nbytes / (1 << 30):.1f} GiB"
