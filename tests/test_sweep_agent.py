@@ -498,3 +498,15 @@ def test_sweep_dir_of_another_sweep_is_refused(tmp_path: Path, monkeypatch, caps
     assert cli.main(["sweep", str(other), "--sweep-dir", str(sweep_dir)]) == 2
     assert "holds a different sweep" in capsys.readouterr().err
     assert records(sweep_dir) == []
+
+
+def test_only_this_interpreter_running_lightning_grok_is_forked():
+    """${env} ${interpreter} -m lightning_grok ... runs in a fork of the agent; anything else as a subprocess."""
+    from lightning_grok.sweep.worker import forkable_args
+
+    args = ["fit", "configs/ridge.yaml", "seed=1"]
+    assert forkable_args(["/usr/bin/env", sys.executable, "-m", "lightning_grok", *args]) == args
+    assert forkable_args([sys.executable, "-m", "lightning_grok", *args]) == args
+    assert forkable_args(["/usr/bin/python3-other", "-m", "lightning_grok", *args]) is None
+    assert forkable_args(["/usr/bin/env", "FOO=1", sys.executable, "-m", "lightning_grok", *args]) is None
+    assert forkable_args(["bash", "wrapper.sh", *args]) is None

@@ -34,6 +34,7 @@ from pathlib import Path
 from lightning_grok.signals import slurm_job_id
 from lightning_grok.sweep.spec import SweepSpec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, read_phases, result_of
+from lightning_grok.sweep.worker import ForkedRun, forkable_args, preimport
 
 EXIT_OK, EXIT_TOO_MANY_FAILURES, EXIT_ALL_FAILED = 0, 1, 1
 EXIT_NOT_STARTED = 127  # recorded for a run whose command could not be executed (the shell's convention)
@@ -57,6 +58,7 @@ class AgentOptions:
     heartbeat_every: float = 30.0
     grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
     max_failures: int = 3  # consecutive unexpected failures before the agent gives up
+    fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
 
 
 def _child_setup(parent: int):
@@ -183,6 +185,10 @@ class Agent:
 
     def run(self) -> int:
         started = time.time()
+        if self.opt.fork and sys.platform.startswith("linux"):
+            preimport()  # once, so that each point's forked child starts with torch and Lightning loaded
+        else:
+            self.opt.fork = False
         previous = {}
         for sig in (*STOP_SIGNALS, PREEMPT_SIGNAL):
             with contextlib.suppress(ValueError):  # not the main thread: the caller owns signals
@@ -257,17 +263,21 @@ class Agent:
         t0 = time.time()
         with open(log_path, "ab") as log:
             try:
-                proc = subprocess.Popen(
-                    record["command"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=child_env(),
-                    # its own session: a Ctrl-C in the terminal reaches the agent only, which stops the run
-                    # and records it; the heartbeat thread starts after the fork, as preexec_fn requires
-                    start_new_session=True,
-                    preexec_fn=_child_setup(os.getpid()),
-                )
+                args = forkable_args(record["command"]) if self.opt.fork else None
+                if args is not None:
+                    proc = ForkedRun(args, log.fileno(), child_env(), _child_setup(os.getpid()))
+                else:
+                    proc = subprocess.Popen(
+                        record["command"],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=child_env(),
+                        # its own session: a Ctrl-C in the terminal reaches the agent only, which stops the run
+                        # and records it; the heartbeat thread starts after the fork, as preexec_fn requires
+                        start_new_session=True,
+                        preexec_fn=_child_setup(os.getpid()),
+                    )
             except OSError as exc:  # e.g. the interpreter is gone: a failed run, not a stuck "running" record
                 self.dir.finish(name, "failed", EXIT_NOT_STARTED, None, f"could not start: {exc}")
                 self.say(f"{name} failed: could not start {record['command'][0]}: {exc}")
@@ -297,7 +307,7 @@ class Agent:
             return None
         return read_phases(path)
 
-    def _wait(self, proc: subprocess.Popen) -> int:
+    def _wait(self, proc: subprocess.Popen | ForkedRun) -> int:
         term_at = None
         while True:
             try:

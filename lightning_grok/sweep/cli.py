@@ -58,6 +58,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="give up after this many unexpected run failures in a row (3; diverged runs do not count)",
     )
     s.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for the state lock (600)")
+    s.add_argument(
+        "--spawn",
+        action="store_true",
+        help="start each run in a fresh interpreter instead of a fork of this agent (which imports torch and "
+        "Lightning once)",
+    )
     s.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands, run nothing")
     s.add_argument("--table", action="store_true", help="print the sweep's table when the agent ends")
     s.set_defaults(func=main_sweep)
@@ -106,6 +112,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         heartbeat_every=args.heartbeat_every,
         grace=args.grace,
         max_failures=args.max_failures,
+        fork=not args.spawn,
     )
     try:
         sweep_dir.init(spec)
