@@ -94,6 +94,7 @@ class TrainerConfig:
     precision: str = "64-true"  # 64-true | 32-true | bf16-mixed | 16-mixed
     progress_bar: bool = True
     checkpoint_every: int = 0  # GD steps between checkpoints; 0 = only at the end (and on SLURM signal)
+    checkpoint_minutes: float = 5.0  # wall-clock minutes between checkpoints: what a kill -9 can cost; 0 = off
 
 
 @dataclass
@@ -340,6 +341,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.kernel", lambda v: v in KERNELS, f"one of {KERNELS}"),
         ("trainer.precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
         ("trainer.checkpoint_every", *nonneg),
+        ("trainer.checkpoint_minutes", *nonneg),
         ("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}"),
         ("wandb.log_points", *atleast1),
     ]

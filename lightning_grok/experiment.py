@@ -179,7 +179,9 @@ def _fit(
         cfg.phases.stop_margin,
         theory_note=built.theory_note,
     )
-    control = RunControl(flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every)
+    control = RunControl(
+        flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes
+    )
     callbacks = [phases, control] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
     trainer = make_trainer(cfg, output_dir, callbacks, logger)
     module = built.module

@@ -29,7 +29,14 @@ from lightning_grok.config import ConfigError
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "run.lock"
 # keys that cannot change what a run computes, only how far it goes or how it is shown and logged
-RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.progress_bar", "trainer.checkpoint_every", "output_dir", "wandb.")
+RESUMABLE_CHANGES = (
+    "trainer.max_steps",
+    "trainer.progress_bar",
+    "trainer.checkpoint_every",
+    "trainer.checkpoint_minutes",
+    "output_dir",
+    "wandb.",
+)
 
 
 def check_writable(output_dir: Path) -> None:

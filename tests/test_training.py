@@ -137,3 +137,17 @@ def test_periodic_checkpoints_follow_gd_steps(tmp_path):
     assert previous["grok"]["gd_step"] == 2000
     assert last["grok"]["gd_step"] == res["steps_run"] == 2500
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_checkpoints_by_wall_clock_bound_what_a_kill_can_cost(tmp_path):
+    """trainer.checkpoint_minutes: a checkpoint whenever that much time has passed, at a chunk boundary."""
+    _, res = fit(
+        "ridge.yaml",
+        tmp_path,
+        "trainer.checkpoint_minutes=0.002",  # 0.12 s
+        "trainer.steps_per_call=200",
+        "trainer.max_steps=40000",
+    )
+    previous = torch.load(tmp_path / "checkpoints" / "last.prev.ckpt", weights_only=False)
+    assert 0 < previous["grok"]["gd_step"] < res["steps_run"] == 40000
+    assert previous["grok"]["gd_step"] % 200 == 0

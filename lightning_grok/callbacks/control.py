@@ -8,7 +8,9 @@ a checkpoint taken there is at a chunk boundary whatever the order of the callba
   checkpoint, writes ``phases.json`` with ``status: interrupted`` and exits 128 + signal.
 * SIGUSR1 saves a checkpoint; in a SLURM batch job it then requeues the job (``scontrol requeue``), as
   Lightning's ``SLURMEnvironment(auto_requeue=True)`` does, and SLURM stops this run by SIGTERM.
-* ``trainer.checkpoint_every`` > 0 saves a checkpoint each time the GD step passes a multiple of it.
+* ``trainer.checkpoint_every`` > 0 saves a checkpoint each time the GD step passes a multiple of it, and
+  ``trainer.checkpoint_minutes`` > 0 each time that much wall-clock time has passed since the last one:
+  all that a kill -9 can cost.
 
 Under DDP each rank holds its own flags; the decision to stop or save is any rank's (one all-reduce per
 chunk), so every rank stops at the same boundary.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -29,10 +32,14 @@ from lightning_grok.signals import SignalFlags, slurm_job_id
 
 
 class RunControl(Callback):
-    def __init__(self, flags: SignalFlags, checkpoint_path: Path, checkpoint_every: int = 0):
+    def __init__(
+        self, flags: SignalFlags, checkpoint_path: Path, checkpoint_every: int = 0, checkpoint_minutes: float = 0.0
+    ):
         self.flags = flags
         self.checkpoint_path = Path(checkpoint_path)
         self.checkpoint_every = int(checkpoint_every)
+        self.checkpoint_seconds = 60.0 * float(checkpoint_minutes)
+        self._last_save = time.monotonic()
         self.stopped_by: int | None = None  # the stop signal acted on
         self.checkpoints_on_signal = 0
         self._next_periodic = 0
@@ -55,8 +62,11 @@ class RunControl(Callback):
         periodic = bool(self.checkpoint_every) and pl_module.gd_step >= self._next_periodic
         if periodic:
             self._next_periodic = (pl_module.gd_step // self.checkpoint_every + 1) * self.checkpoint_every
+        elapsed = self.checkpoint_seconds > 0 and time.monotonic() - self._last_save >= self.checkpoint_seconds
+        periodic |= decide(elapsed, all=False)  # clocks differ between ranks: any rank's decides for all
         if (snapshot or periodic) and not stop:  # on stop, fit saves the last checkpoint itself
             trainer.save_checkpoint(self.checkpoint_path)
+            self._last_save = time.monotonic()
         if snapshot:
             self.checkpoints_on_signal += 1
             rank_zero_info(f"SIGUSR1: checkpoint at GD step {pl_module.gd_step} in {self.checkpoint_path}")
