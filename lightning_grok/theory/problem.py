@@ -11,11 +11,8 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_grok.data.base import Tensors
+from lightning_grok.resources import SIGMA_ESTIMATE_MAX_WIDTH
 from lightning_grok.theory.exact import LinearProblem
-
-# lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
-# above this width it takes longer than the run's own set-up, so it is skipped (reported as such)
-SIGMA_ESTIMATE_MAX_WIDTH = 3000
 
 
 def param_dtype(cfg: DictConfig) -> torch.dtype:
