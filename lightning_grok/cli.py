@@ -1,13 +1,19 @@
 """lightning-grok: the command line.
 
-  lightning-grok fit CONFIG [key=value ...]              train one run (exit 0; 2 bad input; 3 diverged)
+  lightning-grok fit CONFIG [key=value ...]              train one run (`fit --help` lists every config key)
   lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
+  lightning-grok fit|theory CONFIG [key=value ...] --print-config   the resolved config, then exit
   lightning-grok reproduce fig1 [--quick] [--out DIR]    a paper figure: measured curves beside exact GD
   lightning-grok sweep SWEEP.yaml [--count N]            run a W&B sweep file offline (any number of agents)
   lightning-grok sweep-table DIR                         a sweep's table: parameters, t1, t2, bound verdicts
 
 Overrides use the ``key=value`` form that W&B sweeps pass with ``${args_no_hyphens}``; ``--key=value``
 (W&B's ``${args}``) is accepted too.
+
+exit status of fit: 0 completed; 1 a file could not be written (disk full; earlier results intact);
+2 bad input, nothing trained; 3 diverged; 130 stopped by SIGINT, 143 by SIGTERM (checkpoint saved:
+run the same command again to resume). sweep: 0 done; 1 gave up or every run failed; 2 bad input;
+128 + N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ import math
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from lightning_grok.config import ConfigError, load_config
+from lightning_grok.confighelp import format_keys
 
 EXIT_CONFIG = 2
 
@@ -28,12 +37,29 @@ def _parser() -> argparse.ArgumentParser:
         prog="lightning-grok", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="verb", required=True)
-    f = sub.add_parser("fit", help="train one run and measure its phase transitions")
-    f.add_argument("config", help="YAML config file (see configs/)")
-    f.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.weight_decay=1e-5 seed=3")
-    t = sub.add_parser("theory", help="print the theory's predictions without training")
-    t.add_argument("config")
-    t.add_argument("overrides", nargs="*")
+    keys = format_keys()
+    f = sub.add_parser(
+        "fit",
+        help="train one run and measure its phase transitions",
+        description="Train one run and measure t1, t2 and the grokking time against the theory.",
+        epilog=keys,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t = sub.add_parser(
+        "theory",
+        help="print the theory's predictions without training",
+        description="Exact t1 and t2 and every bound with its hypotheses, from the tensors a run would train on.",
+        epilog=keys,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for verb in (f, t):
+        verb.add_argument("config", help="YAML config file (see configs/)")
+        verb.add_argument(
+            "overrides", nargs="*", default=[], help="key=value overrides, e.g. optim.weight_decay=1e-5 seed=3"
+        )
+        verb.add_argument(
+            "--print-config", action="store_true", help="print the resolved config (YAML) of this command and exit"
+        )
     t.add_argument("--json", action="store_true", help="machine-readable output")
     r = sub.add_parser("reproduce", help="train a paper figure's config and plot measurement beside theory")
     r.add_argument("figure", choices=["fig1"])
@@ -57,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [a for a in argv[1:] if "=" in a]
         args = parser.parse_args([argv[0]] + [a for a in argv[1:] if "=" not in a])
         cfg = load_config(args.config, list(args.overrides) + overrides, verb=args.verb)
+        if args.print_config:
+            print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+            return 0
         if args.verb == "fit":
             from lightning_grok.experiment import fit
 

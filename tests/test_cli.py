@@ -103,3 +103,47 @@ def test_theory_verb_prints_predictions_without_training(tmp_path):
         out["bounds"]
     )
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def _leaf_keys(node, prefix=""):
+    from omegaconf import DictConfig
+
+    for key, value in node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items():
+        if isinstance(value, DictConfig):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_fit_help_names_every_key_of_the_schema_with_its_default():
+    from omegaconf import OmegaConf
+
+    from lightning_grok.config import RunConfig
+
+    proc = _cli("fit", "--help")
+    assert proc.returncode == 0
+    keys = list(_leaf_keys(OmegaConf.structured(RunConfig)))
+    assert len(keys) > 40
+    lines = proc.stdout.splitlines()
+    for key in keys:
+        (line,) = [ln for ln in lines if ln.split()[:1] == [key]]
+        assert "default" in line, line
+    assert "allowed: one of ('gd', 'sgd', 'adamw')" in proc.stdout  # allowed values come from validation
+    assert "eta" in proc.stdout and "lambda" in proc.stdout  # the meanings, in the paper's symbols
+
+
+def test_print_config_loads_back_as_the_same_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lightning_grok.config import load_config
+
+    args = ("optim.weight_decay=1e-5", "seed=3", "model.width=500")
+    proc = _cli("fit", RIDGE, *args, "--print-config", f"output_dir={tmp_path / 'never'}")
+    assert proc.returncode == 0, proc.stderr
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(proc.stdout)
+    again = load_config(printed)
+    assert OmegaConf.to_container(again) == OmegaConf.to_container(
+        load_config(RIDGE, [*args, f"output_dir={tmp_path / 'never'}"])
+    )
+    assert not (tmp_path / "never").exists()  # printing trains nothing
