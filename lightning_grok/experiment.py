@@ -7,6 +7,7 @@ never from a second sample.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import signal
 import sys
@@ -139,6 +140,8 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
     config["output_dir"] = str(output_dir)
     created = not output_dir.exists()
     check_writable(output_dir)
+    if rank_zero_only.rank == 0:
+        print(f"lightning-grok: run directory {output_dir}")
     rank_zero = rank_zero_only.rank == 0  # DDP ranks share the directory: rank 0 owns the lock and the config
     with SignalFlags() as flags, RunLock(output_dir) if rank_zero else contextlib.nullcontext():
         try:
@@ -183,20 +186,20 @@ def _fit(
         flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes
     )
     callbacks = [phases, control] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
-    trainer = make_trainer(cfg, output_dir, callbacks, logger)
     module = built.module
+    if resume is not None and rank_zero:
+        print(f"lightning-grok: resuming from {resume}")
     try:
-        with warnings.catch_warnings():
-            # hints about DataLoader workers and logging intervals do not apply to full-batch GD
-            warnings.filterwarnings("ignore", message=".*(does not have many workers|log_every_n_steps).*")
+        with quiet_third_party():
+            trainer = make_trainer(cfg, output_dir, callbacks, logger)
             try:
-                trainer.fit(module, datamodule=built.datamodule, ckpt_path=resume)
+                trainer.fit(module, datamodule=built.datamodule, ckpt_path=resume, weights_only=False)
             except SIGTERMException:
                 # Lightning's own SIGTERM handler fired before RunControl took over, i.e. before any step of
                 # this process: nothing new to save
                 control.stopped_by = signal.SIGTERM
             else:
-                trainer.save_checkpoint(last_checkpoint(output_dir))
+                trainer.save_checkpoint(last_checkpoint(output_dir), weights_only=False)
         if control.stopped_by is not None:
             status = "interrupted"
         else:
@@ -213,6 +216,34 @@ def _fit(
         )
         return 128 + int(control.stopped_by), result
     return (EXIT_DIVERGED if status == "diverged" else EXIT_OK), result
+
+
+# Lightning's and torch's messages that do not apply to a full-batch GD run started on purpose here
+IRRELEVANT_WARNINGS = (
+    ".*does not have many workers.*",  # one batch, the whole training set, already in memory
+    ".*log_every_n_steps.*",  # curves are logged on their own schedule of GD steps
+    ".*The `srun` command is available on your system but is not used.*",
+    r".*isinstance\(treespec, LeafSpec\).*",  # a torch deprecation inside Lightning
+)
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")  # GPU/TPU availability, tips, restore notes
+
+
+@contextlib.contextmanager
+def quiet_third_party():
+    """Within: Lightning logs warnings and errors only, and the hints above are not shown. Our own lines
+    (run directory, resume, signals, the phase table) are printed by this package, not through Lightning."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in IRRELEVANT_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.setLevel(max(lg.level, logging.WARNING))
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def _warn(message: str) -> None:

@@ -147,3 +147,34 @@ def test_print_config_loads_back_as_the_same_config(tmp_path):
         load_config(RIDGE, [*args, f"output_dir={tmp_path / 'never'}"])
     )
     assert not (tmp_path / "never").exists()  # printing trains nothing
+
+
+def test_a_default_run_prints_only_its_own_lines_and_its_directory(tmp_path):
+    """make demo's command: no third-party warnings, tips or hints; the run directory is named."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc: W&B resolves to offline
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_grok",
+            "fit",
+            RIDGE,
+            "wandb.mode=offline",
+            "trainer.accelerator=cpu",
+            f"output_dir={out}",
+            "trainer.max_steps=3000",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert f"lightning-grok: run directory {out}" in text
+    assert "site-packages" not in text  # a Python warning names the file that raised it
+    for word in ("warn", "hint", "tip:", "srun", "leafspec", "wandb:", "gpu available", "weights_only", "training:"):
+        assert word not in text.lower(), word

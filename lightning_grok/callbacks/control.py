@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_grok.signals import SignalFlags, slurm_job_id
 
@@ -65,11 +66,11 @@ class RunControl(Callback):
         elapsed = self.checkpoint_seconds > 0 and time.monotonic() - self._last_save >= self.checkpoint_seconds
         periodic |= decide(elapsed, all=False)  # clocks differ between ranks: any rank's decides for all
         if (snapshot or periodic) and not stop:  # on stop, fit saves the last checkpoint itself
-            trainer.save_checkpoint(self.checkpoint_path)
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self._last_save = time.monotonic()
         if snapshot:
             self.checkpoints_on_signal += 1
-            rank_zero_info(f"SIGUSR1: checkpoint at GD step {pl_module.gd_step} in {self.checkpoint_path}")
+            _say(f"SIGUSR1: checkpoint at GD step {pl_module.gd_step} in {self.checkpoint_path}")
             if SLURMEnvironment.detect() and trainer.is_global_zero:
                 self._requeue()
         if stop:
@@ -83,6 +84,11 @@ class RunControl(Callback):
             return
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if result.returncode == 0:
-            rank_zero_info(f"requeued SLURM job {job}; it resumes from the checkpoint")
+            _say(f"requeued SLURM job {job}; it resumes from the checkpoint")
         else:
-            rank_zero_warn(f"scontrol requeue {job} failed ({result.returncode}): {result.stderr.strip()}")
+            _say(f"warning: scontrol requeue {job} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    print(f"lightning-grok: {message}", file=sys.stderr, flush=True)
