@@ -28,6 +28,13 @@ TARGETS = ("onehot", "index")
 OPERATIONS = ("add", "sub", "mul", "div", "x2_plus_y2", "x2_plus_xy_plus_y2")
 FAMILIES = ("ridge", "random_features", "two_layer")
 FEATURE_MAPS = ("relu", "fourier")
+RIDGE_FEATURES = ("identity", "gaussian_projection")
+INPUT_DISTS = ("gaussian", "gaussian_scaled", "sphere")
+# (random feature map, teacher) pairs whose population loss has a closed form (theory/population.py)
+CLOSED_FORM_TEACHERS = {
+    "relu": ("zero", "linear", "relu", "student"),
+    "fourier": ("zero", "linear", "fourier", "student"),
+}
 OPTIMIZERS = ("gd", "sgd", "adamw")
 PRECISIONS = ("64-true", "64", "32-true", "32", "bf16-mixed", "16-mixed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -45,6 +52,9 @@ class DataConfig:
     population: str = "exact"  # exact: closed-form Sigma where known; sampled: a drawn test set
     n_test: int = 2000  # test points when the population loss is sampled
     n_sigma_samples: int = 4000  # fresh inputs used to estimate lambda_min(Sigma) when it is not known
+    # network inputs (and ridge's gaussian_projection latents): gaussian N(0, I_d) | gaussian_scaled N(0, I_d/d)
+    # | sphere (uniform on the unit sphere, radius 1); ridge's identity features are always N(0, I/m)
+    input_dist: str = "gaussian"
     # modular arithmetic: the table a op b mod p
     modulus: int = 97  # p
     operation: str = "add"  # add | sub | mul | div | x2_plus_y2 | x2_plus_xy_plus_y2
@@ -59,6 +69,8 @@ class ModelConfig:
     init_scale: float = 1.0  # nu^2: theta0 variance (ridge); hidden-weight scale (networks)
     features: str = "relu"  # random_features only: relu | fourier
     fourier_variance: float = 1.0  # sigma^2 of the Fourier frequencies W ~ N(0, sigma^2 I)
+    # ridge only: identity phi(x) = x ~ N(0, I/m), d = m | gaussian_projection phi(z) = W z / sqrt(d), any d
+    ridge_features: str = "identity"
 
 
 @dataclass
@@ -95,6 +107,7 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint_every: int = 0  # GD steps between checkpoints; 0 = only at the end (and on SLURM signal)
     checkpoint_minutes: float = 5.0  # wall-clock minutes between checkpoints: what a kill -9 can cost; 0 = off
+    eval_every: int = 0  # test-set population loss every s-th GD step (t1, t2 stay exact); 0 = auto, 1 = every step
 
 
 @dataclass
@@ -315,6 +328,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("data.population", lambda v: v in POPULATIONS, f"one of {POPULATIONS}"),
         ("data.n_test", *atleast1),
         ("data.n_sigma_samples", *atleast1),
+        ("data.input_dist", lambda v: v in INPUT_DISTS, f"one of {INPUT_DISTS}"),
         ("data.modulus", lambda v: v >= 2, "an integer >= 2"),
         ("data.operation", lambda v: v in OPERATIONS, f"one of {OPERATIONS}"),
         ("data.train_fraction", lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
@@ -324,6 +338,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("model.init_scale", *pos),
         ("model.features", lambda v: v in FEATURE_MAPS, f"one of {FEATURE_MAPS}"),
         ("model.fourier_variance", *pos),
+        ("model.ridge_features", lambda v: v in RIDGE_FEATURES, f"one of {RIDGE_FEATURES}"),
         ("optim.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
         ("optim.lr", *pos),
         ("optim.weight_decay", *nonneg),
@@ -342,6 +357,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
         ("trainer.checkpoint_every", *nonneg),
         ("trainer.checkpoint_minutes", *nonneg),
+        ("trainer.eval_every", *nonneg),
         ("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}"),
         ("wandb.log_points", *atleast1),
     ]
@@ -379,13 +395,7 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
         raise ConfigError(
             f"invalid value for 'phases.c': {cfg.phases.c!r} (allowed: c >= phases.eps = {cfg.phases.eps})"
         )
-    if cfg.model.family == "ridge" and cfg.data.kind == "regression":
-        d = cfg.data.input_dim
-        if d is not None and d != cfg.model.width:
-            raise ConfigError(
-                f"invalid value for 'data.input_dim': {d!r} (allowed: null or model.width = {cfg.model.width};"
-                " ridge regression uses the identity feature map phi(x) = x)"
-            )
+    _validate_features(cfg)
     if cfg.data.kind == "regression" and cfg.data.teacher == "student" and cfg.model.family == "two_layer":
         raise ConfigError(
             "invalid value for 'data.teacher': 'student' (allowed with model.family=two_layer: zero, linear, relu)"
@@ -395,11 +405,15 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f"invalid value for 'data.target': 'index' with model.family={cfg.model.family!r}"
             " (allowed: onehot; cross-entropy needs model.family=two_layer)"
         )
-    if cfg.seeds > 1 and (cfg.model.family == "two_layer" or cfg.optim.name != "gd" or cfg.optim.batch_size):
+    cross_entropy = cfg.data.kind == "modular" and cfg.data.target == "index"
+    if cfg.seeds > 1 and (
+        cfg.optim.name != "gd" or cfg.optim.batch_size or cross_entropy or "mixed" in cfg.trainer.precision
+    ):
         raise ConfigError(
-            f"invalid value for 'seeds': {cfg.seeds} with model.family={cfg.model.family!r}, "
-            f"optim.name={cfg.optim.name!r} (allowed: 1; several seeds are batched for the linear families "
-            "(ridge, random_features) trained by full-batch optim.name=gd)"
+            f"invalid value for 'seeds': {cfg.seeds} with optim.name={cfg.optim.name!r}, "
+            f"optim.batch_size={cfg.optim.batch_size!r}, data.target={cfg.data.target!r}, "
+            f"trainer.precision={cfg.trainer.precision!r} (allowed: 1; several seeds are batched by the fused GD "
+            "kernels: full-batch optim.name=gd on the squared loss, in a *-true precision)"
         )
     if verb is not None:
         # before the primality test below, which takes minutes for an absurd modulus
@@ -409,6 +423,46 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f"invalid value for 'data.modulus': {cfg.data.modulus} (allowed: a prime, since operation "
             f"'{cfg.data.operation}' needs the field Z_p)"
         )
+
+
+def _validate_features(cfg: DictConfig) -> None:
+    """Feature map, input distribution and closed-form population: the combinations that are defined."""
+    data, model = cfg.data, cfg.model
+    if model.ridge_features != "identity" and (model.family != "ridge" or data.kind != "regression"):
+        raise ConfigError(
+            f"invalid value for 'model.ridge_features': {model.ridge_features!r} with model.family={model.family!r}, "
+            f"data.kind={data.kind!r} (allowed: 'identity'; gaussian_projection is ridge regression's feature map)"
+        )
+    if model.family == "ridge" and data.kind == "regression" and model.ridge_features == "identity":
+        d = data.input_dim
+        if d is not None and d != model.width:
+            raise ConfigError(
+                f"invalid value for 'data.input_dim': {d!r} (allowed: null or model.width = {model.width}"
+                " with model.ridge_features=identity, phi(x) = x; model.ridge_features=gaussian_projection"
+                " allows any d)"
+            )
+        if data.input_dist != "gaussian":
+            raise ConfigError(
+                f"invalid value for 'data.input_dist': {data.input_dist!r} with model.ridge_features=identity "
+                "(allowed: gaussian; identity ridge features are x ~ N(0, I/m); the input distribution applies to "
+                "the networks and to model.ridge_features=gaussian_projection)"
+            )
+    if data.kind == "modular" and data.input_dist != "gaussian":
+        raise ConfigError(
+            f"invalid value for 'data.input_dist': {data.input_dist!r} with data.kind='modular' (allowed: gaussian,"
+            " the default; modular inputs are one-hot pairs)"
+        )
+    if data.kind == "regression" and model.family == "random_features" and data.population == "exact":
+        allowed = CLOSED_FORM_TEACHERS[model.features]
+        if data.teacher not in allowed or (
+            model.features == "fourier" and data.teacher == "linear" and data.input_dist == "sphere"
+        ):
+            raise ConfigError(
+                f"invalid value for 'data.population': 'exact' with model.features={model.features!r}, "
+                f"data.teacher={data.teacher!r}, data.input_dist={data.input_dist!r} (allowed: 'sampled'; closed "
+                f"forms exist for {model.features} features with teachers {', '.join(allowed)}"
+                + (", linear on Gaussian inputs only)" if model.features == "fourier" else ")")
+            )
 
 
 def check_memory(cfg: DictConfig, *, verb: str = "fit") -> None:

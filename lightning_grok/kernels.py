@@ -1,24 +1,44 @@
 """Training kernels: K optimizer steps per call, every step's losses recorded into preallocated buffers.
 
 Lightning's per-call overhead is paid once per K steps (``trainer.steps_per_call``), so a call of a
-kernel is the unit of work of one ``training_step``. Two kernels:
+kernel is the unit of work of one ``training_step``. The kernels:
 
 * ``LinearGDKernel``: full-batch GD (Eq. 2) for models linear in their parameters, fused into two
   BLAS calls per step:  R_t = Phi theta_t - Y,  theta_{t+1} = (1 - eta lambda) theta_t - (eta/n) Phi^T R_t.
   This is exactly ``torch.optim.SGD(lr=eta, weight_decay=lambda)`` on the gradient (1/n) Phi^T R_t.
   Losses are evaluated afterwards for the whole block of K iterates at once (BLAS-3).
+  ``RowSpaceGDKernel``: the same iterates in the row space of Phi, O(n^2) a step when n < m.
+* ``TwoLayerGDKernel``: full-batch GD (Eq. 2 on both layers) for the two-layer ReLU network of Sec. 5.3,
+  with hand-written gradients: four batched matrix products a step, the training loss from the forward pass.
 * ``AutogradKernel``: any model and any torch optimizer (gd, sgd with momentum, adamw), full batch
-  or mini-batches, with the losses of theta_t recorded before each update.
+  or mini-batches, with the losses of theta_t recorded before each update. It evaluates the test side at
+  every step: a replay would have to restore optimizer moments, mini-batch generators and the GradScaler.
 
 Under DDP each rank holds a shard of the training rows; the gradient (a sum over rows) and the training
 loss are all-reduced, so every rank follows the single-process trajectory.
+
+Sparse evaluation. When the population loss comes from a test set of N points it can cost several training
+steps (N m (d + k) multiply-adds for the two-layer network against n m (2d + 3k) for its step). The GD kernels
+then evaluate the test side (test loss, test accuracy or surrogate accuracy) only at every s-th step
+(absolute multiples of s), at the first and last step of each call, and at the steps the loggers want
+(``wanted``); the other rows of ``Chunk.test_loss`` hold NaN and ``Chunk.evaluated`` says which are real.
+Wherever a phase threshold is crossed between two consecutive evaluated steps (test loss above c, then <= c;
+test accuracy below tau, then >= tau) every step in between is evaluated too (the two-layer kernel replays
+that block of GD from its stored start; the linear kernels keep every iterate of a call). So t2 = min{t :
+L(theta_t) <= c} is exact to the step, assuming the curve does not dip below c and climb back above it
+within one block of s steps whose two ends are both above c. t1 needs nothing: the training loss is
+recorded at every step. ``eval_every``: s; 0 picks it from the cost ratio (``auto_eval_every``), 1 evaluates
+every step. The closed-form population loss of ridge (Sigma = I/m) is cheap and always evaluated every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,8 +58,10 @@ class Chunk:
 
     start: int
     train_loss: torch.Tensor
-    test_loss: torch.Tensor
+    test_loss: torch.Tensor  # NaN where not evaluated (sparse evaluation)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    # (K, B) bool: entries whose test-side records (test_loss, test_* extras) were evaluated; None: all of them
+    evaluated: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.train_loss.shape[0]
@@ -61,10 +83,87 @@ class Evaluation:
     train_labels: torch.Tensor | None = None
     surrogate_eps: float | None = None  # regression: fraction of test points with error <= eps (Fig. 5)
     cross_entropy: bool = False
+    c: float | None = None  # t2 threshold on the test loss; sparse evaluation needs it to find crossings
+    tau: float | None = None  # t2 threshold on the test accuracy (classification)
 
     @property
     def exact(self) -> bool:
         return self.sigma_scale is not None and self.theta_star is not None
+
+
+# ---- sparse evaluation of the test side -------------------------------------------------------------------------
+# Evaluation may take about this share of the steps' multiply-adds; in time it takes less, since it runs as one
+# large matrix product while a step is several small ones.
+EVAL_SHARE = 0.25
+MAX_EVAL_EVERY = 256
+
+
+def auto_eval_every(step_cost: float, eval_cost: float, share: float = EVAL_SHARE, cap: int = MAX_EVAL_EVERY) -> int:
+    """s, the steps between test-side evaluations, from the multiply-adds of one step and of one evaluation:
+    1 when evaluating costs at most ``share`` of a step, else the smallest s with eval_cost / s <= share * step_cost
+    (at most ``cap``). Two-layer defaults (n = d = 50, m = 1000, N = 500): ratio 4.95, s = 20."""
+    if eval_cost <= share * step_cost:
+        return 1
+    return int(min(cap, math.ceil(eval_cost / (share * step_cost))))
+
+
+def eval_points(start: int, steps: int, every: int, wanted: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
+    """Indices i in [0, steps) of the iterates theta_{start+i} whose test side a call evaluates (sorted, int64):
+    the absolute steps that are multiples of ``every``, the call's first and last steps, and ``wanted`` steps."""
+    if every <= 1 or steps <= 2:
+        return torch.arange(steps)
+    parts = [np.arange((-start) % every, steps, every), np.array([0, steps - 1])]
+    if wanted is not None:
+        w = np.asarray(wanted, dtype=np.int64)
+        parts.append(w[(w >= start) & (w < start + steps)] - start)
+    return torch.from_numpy(np.unique(np.concatenate(parts)).astype(np.int64))
+
+
+def _crossed(prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor], ev: Evaluation) -> torch.Tensor:
+    """Where a t2 threshold is crossed into its reached side between two evaluated iterates: test loss > c then
+    <= c (Sec. 2's t2), or test accuracy < tau then >= tau (the accuracy t2). NaN (a diverged run) never crosses."""
+    loss0, loss1 = prev["loss"], now["loss"]
+    out = (loss0 > ev.c) & (loss1 <= ev.c)
+    if ev.tau is not None and "test_acc" in now:
+        out |= (prev["test_acc"] < ev.tau) & (now["test_acc"] >= ev.tau)
+    return out
+
+
+def _blocks_to_fill(points: torch.Tensor, values: dict[str, torch.Tensor], ev: Evaluation) -> torch.Tensor | None:
+    """The un-evaluated indices strictly between consecutive ``points`` (E,) whose values (E, B) cross a threshold
+    for any member; None when no block does."""
+    if len(points) < 2:
+        return None
+    prev = {key: v[:-1] for key, v in values.items()}
+    now = {key: v[1:] for key, v in values.items()}
+    blocks = torch.nonzero(_crossed(prev, now, ev).any(dim=1)).flatten().tolist()  # one host sync per call
+    pts = points.tolist()
+    fill = [torch.arange(pts[j] + 1, pts[j + 1]) for j in blocks if pts[j + 1] > pts[j] + 1]
+    return torch.cat(fill) if fill else None
+
+
+def _sparse_records(
+    evaluate: Callable[[torch.Tensor], dict[str, torch.Tensor]], steps: int, points: torch.Tensor, ev: Evaluation
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """Test-side records of a call of ``steps`` stored iterates, evaluated at ``points`` and inside every block
+    where a threshold is crossed. ``evaluate(idx)`` gives {"loss": (E, B), extra name: (E, B)} for the iterates
+    ``idx``. Returns (test loss (K, B), extras (K, B) each, evaluated mask (K, B) or None when every row was)."""
+    values = evaluate(points)
+    if len(points) == steps:
+        return values.pop("loss"), values, None
+    fill = _blocks_to_fill(points, values, ev)
+    if fill is not None:
+        more = evaluate(fill)
+        points = torch.cat([points, fill])
+        values = {key: torch.cat([v, more[key]]) for key, v in values.items()}
+    loss = values["loss"]
+    rows = points.to(loss.device)
+
+    def scatter(v: torch.Tensor) -> torch.Tensor:
+        return torch.full((steps, v.shape[1]), math.nan, dtype=v.dtype, device=v.device).index_copy_(0, rows, v)
+
+    evaluated = torch.zeros(steps, loss.shape[1], dtype=torch.bool, device=loss.device).index_fill_(0, rows, True)
+    return scatter(values.pop("loss")), {key: scatter(v) for key, v in values.items()}, evaluated
 
 
 class LinearGDKernel:
@@ -81,6 +180,7 @@ class LinearGDKernel:
         evaluation: Evaluation,
         max_steps_per_call: int,
         reduce: Reduce = _identity,
+        eval_every: int = 0,
     ):
         self.phi, self.phi_t, self.y, self.neg_y = phi, phi.transpose(1, 2), y, -y
         self.decay = 1.0 - lr * weight_decay
@@ -90,14 +190,19 @@ class LinearGDKernel:
         self.reduce = reduce
         self.distributed = reduce is not _identity
         b, m, k = phi.shape[0], phi.shape[2], y.shape[2]
+        # a step: Phi theta and Phi^T R (2 n m k); an evaluation on a test set: N m k. The global n, so that
+        # every DDP world size evaluates the same steps
+        n_test = 0 if evaluation.exact or evaluation.x_test is None else evaluation.x_test.shape[1]
+        self.every = _every(eval_every, evaluation, 2 * n_global * m * k, n_test * m * k)
         opts = {"dtype": phi.dtype, "device": phi.device}
         self.thetas = torch.empty(max_steps_per_call + 1, b, m, k, **opts)
         self.residuals = torch.empty(max_steps_per_call, *y.shape, **opts)
         self.grad = torch.empty(b, m, k, **opts)
 
     @torch.no_grad()
-    def run(self, theta: torch.Tensor, start: int, steps: int) -> Chunk:
-        """Advance ``theta`` (B, m, k) in place by ``steps`` GD steps; records belong to theta_start..."""
+    def run(self, theta: torch.Tensor, start: int, steps: int, wanted: np.ndarray | None = None) -> Chunk:
+        """Advance ``theta`` (B, m, k) in place by ``steps`` GD steps; records belong to theta_start...
+        ``wanted``: absolute steps whose test side must be evaluated (the loggers' schedule)."""
         thetas, res, phi, phi_t = self.thetas, self.residuals, self.phi, self.phi_t
         thetas[0].copy_(theta)
         ths, rs = thetas.unbind(0), res.unbind(0)  # views made once per call, not twice per step
@@ -117,9 +222,17 @@ class LinearGDKernel:
         if self.ev.train_labels is not None:
             correct = ((res[:steps] + self.y).argmax(dim=3) == self.ev.train_labels).sum(dim=2)
             extras["train_acc"] = self.reduce(correct.to(phi.dtype)) / self.n_global
-        test, more = _linear_population(block, self.ev)
+        test, more, evaluated = _linear_population(block, self.ev, eval_points(start, steps, self.every, wanted))
         extras.update(more)
-        return Chunk(start, train, test, extras)
+        return Chunk(start, train, test, extras, evaluated)
+
+
+def _every(eval_every: int, ev: Evaluation, step_cost: float, eval_cost: float) -> int:
+    """s of a kernel: 1 for the closed-form population loss, for no threshold to watch, or when asked;
+    ``eval_every`` if set; else ``auto_eval_every``."""
+    if ev.exact or ev.c is None or eval_cost == 0:
+        return 1
+    return int(eval_every) if eval_every > 0 else auto_eval_every(step_cost, eval_cost)
 
 
 class RowSpaceGDKernel:
@@ -144,6 +257,7 @@ class RowSpaceGDKernel:
         n_global: int,
         evaluation: Evaluation,
         max_steps_per_call: int,
+        eval_every: int = 0,
     ):
         v, r = torch.linalg.qr(phi.transpose(1, 2))  # (B, m, n), (B, n, n)
         n = phi.shape[1]
@@ -164,6 +278,9 @@ class RowSpaceGDKernel:
         elif evaluation.x_test is not None:
             self.test_v_t = (evaluation.x_test @ v).transpose(1, 2).contiguous()  # (B, n, N)
         b, k = phi.shape[0], y.shape[2]
+        # a step: C M^T (n^2 k); an evaluation on a test set: (X_test V) c + the null-space part (N (n + 1) k)
+        n_test = 0 if evaluation.exact or evaluation.x_test is None else evaluation.x_test.shape[1]
+        self.every = _every(eval_every, evaluation, n * n * k, n_test * (n + 1) * k)
         self.coefs = torch.empty(max_steps_per_call + 1, b, k, n, dtype=phi.dtype, device=phi.device)
 
     def _per_member(self, block: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -173,7 +290,7 @@ class RowSpaceGDKernel:
         return torch.bmm(rows, right).reshape(b, s, k, -1).permute(1, 0, 2, 3)
 
     @torch.no_grad()
-    def run(self, theta: torch.Tensor, start: int, steps: int) -> Chunk:
+    def run(self, theta: torch.Tensor, start: int, steps: int, wanted: np.ndarray | None = None) -> Chunk:
         v, coefs = self.v, self.coefs
         coefs[0] = (v.transpose(1, 2) @ theta).transpose(1, 2)
         perp = theta - v @ coefs[0].transpose(1, 2)  # decays by (1 - eta lambda) per step, untouched by data
@@ -198,41 +315,294 @@ class RowSpaceGDKernel:
             return Chunk(start, train, ev.sigma_scale * (row + null), extras)
         h = ev.x_test @ perp  # (B, N, k)
 
-        def predict(s: int, e: int) -> torch.Tensor:
-            return self._per_member(block[s:e], self.test_v_t).transpose(2, 3) + powers[s:e, None, None, None] * h
+        def predict(idx: torch.Tensor) -> torch.Tensor:
+            return self._per_member(block[idx], self.test_v_t).transpose(2, 3) + powers[idx, None, None, None] * h
 
-        test, more = _test_set_losses(predict, steps, ev)
+        points = eval_points(start, steps, self.every, wanted)
+        test, more, evaluated = _sparse_records(lambda idx: _test_set_losses(predict, idx, ev), steps, points, ev)
         extras.update(more)
-        return Chunk(start, train, test, extras)
+        return Chunk(start, train, test, extras, evaluated)
 
 
-def _linear_population(thetas: torch.Tensor, ev: Evaluation):
-    """Population loss of each iterate in ``thetas`` (K, B, m, k) -> (K, B)."""
+def _linear_population(thetas: torch.Tensor, ev: Evaluation, points: torch.Tensor):
+    """Population loss of the iterates ``thetas`` (K, B, m, k): (K, B) loss, (K, B) extras, evaluated mask.
+    Closed form at every step; on a test set at ``points`` and in the blocks where a threshold is crossed."""
     if ev.exact:
-        return ev.sigma_scale * (thetas - ev.theta_star).square().sum(dim=(2, 3)), {}
-    return _test_set_losses(lambda s, e: torch.matmul(ev.x_test, thetas[s:e]), thetas.shape[0], ev)
+        return ev.sigma_scale * (thetas - ev.theta_star).square().sum(dim=(2, 3)), {}, None
+    steps, b, m, k = thetas.shape
+
+    def predict(idx: torch.Tensor) -> torch.Tensor:
+        # one (N x m)(m x E k) product per member: broadcasting X_test over the E iterates would copy it E times
+        cols = thetas[idx].permute(1, 2, 0, 3).reshape(b, m, -1)
+        return torch.bmm(ev.x_test, cols).reshape(b, -1, len(idx), k).permute(2, 0, 1, 3)
+
+    return _sparse_records(lambda idx: _test_set_losses(predict, idx, ev), steps, points, ev)
 
 
-def _test_set_losses(predict, steps: int, ev: Evaluation, budget: int = 1 << 24):
-    """Test loss (and accuracy or surrogate accuracy) of ``steps`` iterates; ``predict(s, e)`` gives the
-    predictions (e - s, B, N, k) of iterates s..e-1, evaluated in blocks that keep memory bounded."""
+def _test_set_losses(
+    predict: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, ev: Evaluation, budget: int = 1 << 24
+) -> dict[str, torch.Tensor]:
+    """Test loss (and accuracy or surrogate accuracy) of the iterates ``idx`` (E,): {"loss": (E, B), ...};
+    ``predict(j)`` gives the predictions (len(j), B, N, k) of iterates j, evaluated in blocks that keep memory
+    bounded."""
     b, n_test, k = ev.y_test.shape
     block = max(1, budget // (b * n_test * k))
+    idx = idx.to(ev.y_test.device)
     losses, accs, surrogate = [], [], []
-    for s in range(0, steps, block):
-        pred = predict(s, min(steps, s + block))  # (S, B, N, k)
+    for s in range(0, len(idx), block):
+        pred = predict(idx[s : s + block])  # (S, B, N, k)
         err = (pred - ev.y_test).square().sum(dim=3)  # (S, B, N)
         losses.append(err.mean(dim=2))
         if ev.test_labels is not None:
             accs.append((pred.argmax(dim=3) == ev.test_labels).to(pred.dtype).mean(dim=2))
         elif ev.surrogate_eps is not None:
             surrogate.append((err <= ev.surrogate_eps).to(pred.dtype).mean(dim=2))
-    extras = {}
+    out = {"loss": torch.cat(losses)}
     if accs:
-        extras["test_acc"] = torch.cat(accs)
+        out["test_acc"] = torch.cat(accs)
     if surrogate:
-        extras["test_surrogate_acc"] = torch.cat(surrogate)
-    return torch.cat(losses), extras
+        out["test_surrogate_acc"] = torch.cat(surrogate)
+    return out
+
+
+# A member group's step touches about 4 n m + m d + n d numbers; on a CPU the group is sized so that these stay in
+# a core's L2 cache: 16 default-size members batched together run at 0.55-0.65x the member-steps/s of one at a time
+# (the (B, n, m) activations no longer fit), so a CPU runs one default-size member after another within a call.
+CPU_GROUP_BYTES = 1 << 20
+
+
+@dataclass
+class _Group:
+    """Members g0..g1-1 of a two-layer kernel: their data and the buffers their steps use (views, no copies)."""
+
+    rows: slice
+    x: torch.Tensor
+    y: torch.Tensor
+    ev: Evaluation
+    z: torch.Tensor
+    h: torch.Tensor
+    g: torch.Tensor
+    gz: torch.Tensor
+    r: torch.Tensor
+    grad: torch.Tensor
+    grad_w: torch.Tensor
+    grad_a: torch.Tensor
+    kept_w: torch.Tensor
+    kept_a: torch.Tensor
+    scratch_w: torch.Tensor
+    scratch_a: torch.Tensor
+    scratch_out: torch.Tensor
+    test_h: torch.Tensor | None
+    test_out: torch.Tensor | None
+    test_err: torch.Tensor | None
+
+
+class TwoLayerGDKernel:
+    """Fused full-batch GD for the two-layer ReLU network of Sec. 5.3, N(x) = sum_j a_j relu(<w_j, x>), both layers
+    trained, for B independent members at once: x (B, n, d), y (B, n, k), W (B, m, d), a (B, m, k).
+
+    One step of Eq. (2) on theta = (W, a), with Z = X W^T (B, n, m), H = relu(Z), R = H a - Y:
+
+        L_n(theta_t) = ||R||^2 / (2n)                     (Eq. 1's data term; recorded at every step)
+        a_{t+1} = (1 - eta lambda) a_t - (eta/n) H^T R
+        W_{t+1} = (1 - eta lambda) W_t - (eta/n) ((R a_t^T) * 1[Z > 0])^T X
+
+    which is ``torch.optim.SGD(lr=eta, weight_decay=lambda)`` on the autograd gradient of Eq. (1) (relu'(0) = 0,
+    as in torch), equal to it up to rounding. Four batched matrix products a step (n m (2d + 3k) multiply-adds)
+    into preallocated buffers. Under DDP each rank holds a shard of the rows: the gradient sums and the training
+    loss are all-reduced (one all-reduce a step), so every rank follows the single-process trajectory.
+
+    Members are stepped in groups of ``group`` (None: all of them on a GPU; on a CPU as many as keep a step's
+    numbers within ``CPU_GROUP_BYTES``, one at a time at the paper's sizes), each group through the whole call.
+
+    Test side: (1/N) sum_i ||N(x_i) - y_i||^2 on the test set costs N m (d + k) multiply-adds, about five steps
+    at the paper's defaults, so it is evaluated sparsely (module docstring): at the evaluated steps the state is
+    kept, and when a threshold is crossed before the next evaluated step, that block is replayed from the kept
+    state on scratch buffers with an evaluation at every step (the same operations, so the same iterates).
+    Under DDP the decision to replay is all-reduced, so every rank replays (and all-reduces) the same blocks.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        width: int,
+        lr: float,
+        weight_decay: float,
+        n_global: int,
+        evaluation: Evaluation,
+        max_steps_per_call: int,
+        reduce: Reduce = _identity,
+        eval_every: int = 0,
+        group: int | None = None,
+    ):
+        b, n, d = x.shape  # n: this rank's rows
+        k, m = y.shape[2], width
+        self.y, self.k = y, k
+        self.decay = 1.0 - lr * weight_decay
+        self.step_scale = -lr / n_global
+        self.n_global = n_global
+        self.ev = evaluation
+        self.reduce = reduce
+        self.distributed = reduce is not _identity
+        n_test = 0 if evaluation.x_test is None else evaluation.x_test.shape[1]
+        # the global n, so that every DDP world size evaluates the same steps
+        self.every = _every(eval_every, evaluation, n_global * m * (2 * d + 3 * k), n_test * m * (d + k))
+        if group is None:
+            per_member = (4 * n * m + m * (d + k) + n * (d + k)) * x.element_size()
+            group = b if x.device.type != "cpu" else max(1, CPU_GROUP_BYTES // per_member)
+        self.group = g = int(min(max(1, group), b))
+        opts = {"dtype": x.dtype, "device": x.device}
+        self.outputs = torch.empty(max_steps_per_call, b, n, k, **opts)  # N(x_i; theta_t) of every step
+        acts = [torch.empty(g, n, m, **opts) for _ in range(4)]
+        r = torch.empty(g, n, k, **opts)
+        grad = torch.empty(g * m * (d + k), **opts)  # DDP: both layers' gradient sums, one all-reduce a step
+        # kept state at the last evaluated step, and scratch state for replays
+        kept_w, scratch_w = torch.empty(g, m, d, **opts), torch.empty(g, m, d, **opts)
+        kept_a, scratch_a = torch.empty(g, m, k, **opts), torch.empty(g, m, k, **opts)
+        scratch_out = torch.empty(g, n, k, **opts)
+        tests = [torch.empty(g, n_test, *shape, **opts) if n_test else None for shape in ((m,), (k,), (k,))]
+        self.groups = []
+        for g0 in range(0, b, g):
+            rows = slice(g0, min(b, g0 + g))
+            s = rows.stop - g0
+
+            def cut(t: torch.Tensor | None, rows: slice = rows) -> torch.Tensor | None:
+                return None if t is None else t[rows]
+
+            grad_s = grad[: s * m * (d + k)]  # [W part of the s members | a part], each contiguous
+            ev = dataclasses.replace(evaluation)
+            ev.x_test, ev.y_test, ev.test_labels = cut(ev.x_test), cut(ev.y_test), cut(ev.test_labels)
+            ev.train_labels = cut(ev.train_labels)
+            self.groups.append(
+                _Group(
+                    rows,
+                    x[rows],
+                    y[rows],
+                    ev,
+                    *(t[:s] for t in acts),
+                    r[:s],
+                    grad_s,
+                    grad_s[: s * m * d].view(s, m, d),
+                    grad_s[s * m * d :].view(s, m, k),
+                    kept_w[:s],
+                    kept_a[:s],
+                    scratch_w[:s],
+                    scratch_a[:s],
+                    scratch_out[:s],
+                    *(None if t is None else t[:s] for t in tests),
+                )
+            )
+
+    def _step(self, gr: _Group, w: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
+        """theta_t -> theta_{t+1} in place for one group; ``out`` receives N(X; theta_t)."""
+        z, h, g, gz, r, x = gr.z, gr.h, gr.g, gr.gz, gr.r, gr.x
+        torch.bmm(x, w.transpose(1, 2), out=z)
+        torch.clamp(z, min=0, out=h)  # relu
+        torch.bmm(h, a, out=out)
+        torch.sub(out, gr.y, out=r)
+        if self.k == 1:
+            torch.mul(r, a.transpose(1, 2), out=g)  # the outer product R a^T, elementwise (exact products)
+        else:
+            torch.bmm(r, a.transpose(1, 2), out=g)
+        torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=gz)  # * 1[Z > 0], as autograd's relu
+        decay, scale = self.decay, self.step_scale
+        if self.distributed:
+            torch.bmm(h.transpose(1, 2), r, out=gr.grad_a)
+            torch.bmm(gz.transpose(1, 2), x, out=gr.grad_w)
+            self.reduce(gr.grad)
+            a.mul_(decay).add_(gr.grad_a, alpha=scale)
+            w.mul_(decay).add_(gr.grad_w, alpha=scale)
+        else:
+            a.baddbmm_(h.transpose(1, 2), r, beta=decay, alpha=scale)  # uses H and R of theta_t, before W moves
+            w.baddbmm_(gz.transpose(1, 2), x, beta=decay, alpha=scale)
+
+    def _evaluate(self, gr: _Group, w: torch.Tensor, a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Test side of one group's (W, a): {"loss": (G,), "test_acc" or "test_surrogate_acc": (G,)}."""
+        ev, hid, out, err = gr.ev, gr.test_h, gr.test_out, gr.test_err
+        torch.bmm(ev.x_test, w.transpose(1, 2), out=hid)
+        hid.clamp_(min=0)
+        torch.bmm(hid, a, out=out)
+        torch.sub(out, ev.y_test, out=err)
+        sq = err.square().sum(dim=2)  # (G, N)
+        vals = {"loss": sq.mean(dim=1)}
+        if ev.test_labels is not None:
+            vals["test_acc"] = (out.argmax(dim=2) == ev.test_labels).to(out.dtype).mean(dim=1)
+        elif ev.surrogate_eps is not None:
+            vals["test_surrogate_acc"] = (sq <= ev.surrogate_eps).to(out.dtype).mean(dim=1)
+        return vals
+
+    def _must_replay(self, prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor]) -> bool:
+        crossed = _crossed(prev, now, self.ev)
+        if self.distributed:  # every rank must take the same branch: replays all-reduce gradients
+            crossed = self.reduce(crossed.to(self.outputs.dtype)) > 0
+        return bool(crossed.any())  # a host sync once per evaluated step
+
+    def _replay(self, gr: _Group, i0: int, i1: int, record: Callable[[int, dict[str, torch.Tensor]], None]) -> None:
+        """Re-run GD from the state kept at call index i0 and evaluate every iterate strictly before i1."""
+        w, a = gr.scratch_w, gr.scratch_a
+        w.copy_(gr.kept_w)
+        a.copy_(gr.kept_a)
+        for i in range(i0 + 1, i1):
+            self._step(gr, w, a, gr.scratch_out)
+            record(i, self._evaluate(gr, w, a))
+
+    @torch.no_grad()
+    def run(self, w: torch.Tensor, a: torch.Tensor, start: int, steps: int, wanted: np.ndarray | None = None) -> Chunk:
+        """Advance W (B, m, d) and a (B, m, k) in place by ``steps`` GD steps; records of theta_start...
+        ``wanted``: absolute steps whose test side must be evaluated (the loggers' schedule)."""
+        dtype, dev, b = w.dtype, w.device, w.shape[0]
+        points = eval_points(start, steps, self.every, wanted).tolist()
+        records: dict[str, torch.Tensor] = {}
+        evaluated = torch.zeros(steps, b, dtype=torch.bool)
+        for gr in self.groups:
+            self._run_group(gr, w[gr.rows], a[gr.rows], steps, points, records, evaluated, (dtype, dev, b))
+        res = self.outputs[:steps] - self.y  # (K, B, n, k)
+        train = self.reduce(res.square().sum(dim=(2, 3))) / (2 * self.n_global)
+        extras = {}
+        if self.ev.train_labels is not None:
+            correct = (self.outputs[:steps].argmax(dim=3) == self.ev.train_labels).sum(dim=2)
+            extras["train_acc"] = self.reduce(correct.to(dtype)) / self.n_global
+        test = records.pop("loss")
+        extras.update(records)
+        return Chunk(start, train, test, extras, None if bool(evaluated.all()) else evaluated.to(dev))
+
+    def _run_group(
+        self,
+        gr: _Group,
+        w: torch.Tensor,
+        a: torch.Tensor,
+        steps: int,
+        points: list[int],
+        records: dict[str, torch.Tensor],
+        evaluated: torch.Tensor,
+        like: tuple[torch.dtype, torch.device, int],
+    ) -> None:
+        """One group of members through the whole call; test-side values into the (K, B) ``records``."""
+        dtype, dev, b = like
+        outs = [o[gr.rows] for o in self.outputs.unbind(0)[:steps]]
+
+        def record(i: int, vals: dict[str, torch.Tensor]) -> None:
+            for key, v in vals.items():
+                if key not in records:
+                    records[key] = torch.full((steps, b), math.nan, dtype=dtype, device=dev)
+                records[key][i, gr.rows] = v
+            evaluated[i, gr.rows] = True
+
+        sparse = self.every > 1
+        nxt, prev, prev_i = 0, None, 0
+        for i in range(steps):
+            if nxt < len(points) and i == points[nxt]:
+                vals = self._evaluate(gr, w, a)
+                if prev is not None and i > prev_i + 1 and self._must_replay(prev, vals):
+                    self._replay(gr, prev_i, i, record)
+                record(i, vals)
+                if sparse:
+                    gr.kept_w.copy_(w)
+                    gr.kept_a.copy_(a)
+                    prev, prev_i = vals, i
+                nxt += 1
+            self._step(gr, w, a, outs[i])
 
 
 def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ SIGMA_ESTIMATE_MAX_WIDTH = 3000
 
 # the iterate buffer of one kernel call holds about this many numbers (32 MB of float64)
 ITERATE_BUFFER_FLOATS = 4 << 20
+# multiply-adds of one fused two-layer call: about a second on one core, so a signal waits at most that long
+TWO_LAYER_CALL_MACS = 1 << 34
 
 MEMORY_ENV = "LG_MEMORY_AVAILABLE"  # bytes; overrides the machine's figure (tests, or a shared node)
 
@@ -64,6 +66,16 @@ def auto_steps_per_call(floats_per_step: int | None) -> int:
     if floats_per_step is None:
         return 256
     return int(max(64, min(4096, ITERATE_BUFFER_FLOATS // max(1, floats_per_step))))
+
+
+def auto_two_layer_steps_per_call(members: int, n: int, m: int, d: int, k: int) -> int:
+    """Steps per call of the fused two-layer kernel: about 2^34 multiply-adds a call (about a second on one CPU
+    core, so signals are answered quickly; each call also evaluates its first and last step), between 64 and 4096
+    steps, the per-step outputs (B n k numbers a step) under ~32 MB. Defaults (n = d = 50, m = 1000): 3335 steps;
+    16 seeds: 208."""
+    macs = members * n * m * (2 * d + 3 * k)
+    per_step = max(1, members * n * k)
+    return int(max(64, min(4096, TWO_LAYER_CALL_MACS // max(1, macs), ITERATE_BUFFER_FLOATS // per_step)))
 
 
 def itemsize(precision: str) -> int:

@@ -16,8 +16,14 @@ when ``trainer.max_steps`` is reached or the run diverges; signals are acted on 
 
 The autograd path steps through Lightning's optimizer (``self.optimizers()``), so the precision plugin
 applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradients, skips steps with inf/NaN
-gradients and updates its scale. The fused linear kernel does its own arithmetic in the parameters' dtype,
-so it serves the ``*-true`` precisions; mixed precision trains linear models on the autograd path.
+gradients and updates its scale. The fused kernels do their own arithmetic in the parameters' dtype, so they
+serve the ``*-true`` precisions; mixed precision trains on the autograd path.
+
+Kernels (kernels.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused kernel, the linear
+one (row-space or parameter-space) for models linear in their parameters, ``TwoLayerGDKernel`` for the
+two-layer network; everything else (sgd, adamw, mini-batches, cross-entropy, mixed precision) runs the
+autograd kernel, one member only. The fused kernels evaluate a test-set population loss sparsely, every
+s-th step (``trainer.eval_every``, 0 = automatic), with t1 and t2 still exact to the step (kernels.py).
 """
 
 from __future__ import annotations
@@ -29,8 +35,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lightning_grok.callbacks.phases import log_schedule
+from lightning_grok.config import ConfigError
 from lightning_grok.data.base import Tensors
-from lightning_grok.kernels import AutogradKernel, Chunk, Evaluation, LinearGDKernel, RowSpaceGDKernel
+from lightning_grok.kernels import (
+    AutogradKernel,
+    Chunk,
+    Evaluation,
+    LinearGDKernel,
+    RowSpaceGDKernel,
+    TwoLayerGDKernel,
+)
+from lightning_grok.models.two_layer import TwoLayerModel
+from lightning_grok.resources import auto_steps_per_call, auto_two_layer_steps_per_call
 from lightning_grok.rundir import fingerprint
 from lightning_grok.seeding import generator
 
@@ -39,16 +56,8 @@ from lightning_grok.seeding import generator
 DIVERGENCE_GROWTH = 1e6
 
 
-def auto_steps_per_call(floats_per_step: int | None) -> int:
-    """Enough steps that Lightning's per-call cost is small, few enough that the iterate buffer (``floats_per_step``
-    numbers a step; None for the autograd kernel) stays about 32 MB."""
-    if floats_per_step is None:
-        return 256
-    return int(max(64, min(4096, (4 << 20) // max(1, floats_per_step))))
-
-
 class GrokkingModule(L.LightningModule):
-    """Trains one run, or B independent runs (``seeds=B``, linear families with ``gd``) batched in one kernel.
+    """Trains one run, or B independent runs (``seeds=B``, full-batch ``gd``) batched in one fused kernel.
 
     ``models[0]`` is ``self.model``; further ensemble members live in ``self.ensemble`` (their own data,
     initialization and teacher), so a single run's checkpoint keys stay ``model.*``.
@@ -64,8 +73,12 @@ class GrokkingModule(L.LightningModule):
         self.gd_step = 0  # optimizer steps taken; the time axis of every measurement
         self.max_steps = int(cfg.trainer.max_steps)
         self.rowspace = self._wants_rowspace()
-        per_call = cfg.trainer.steps_per_call or auto_steps_per_call(self._floats_per_step())
+        per_call = cfg.trainer.steps_per_call or self._auto_steps_per_call()
         self.steps_per_call = int(min(per_call, self.max_steps))
+        # s of sparse evaluation (0 = automatic, 1 = every step); a plain attribute, so tests can set it
+        self.eval_every = int(cfg.trainer.eval_every)
+        # steps whose test side every kernel evaluates: the phase callback's logging schedule (it sets its own)
+        self.log_steps = log_schedule(self.max_steps, int(cfg.wandb.log_points))
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
         self.loss_min: torch.Tensor | None = None  # (B,) smallest training loss so far, per member
@@ -95,17 +108,31 @@ class GrokkingModule(L.LightningModule):
         n, (m, k) = self.tensors[0].n_train, self.model.trainable.shape
         return len(self.members) * (n if self.rowspace else m) * k
 
+    def _auto_steps_per_call(self) -> int:
+        if self.uses_two_layer_kernel:
+            (m, d), k = self.model.weight.shape, self.model.a.shape[1]
+            return auto_two_layer_steps_per_call(len(self.members), self.tensors[0].n_train, m, d, k)
+        return auto_steps_per_call(self._floats_per_step())
+
     # ---- optimizer ---------------------------------------------------------------------------
     @functools.cached_property
-    def uses_linear_kernel(self) -> bool:
+    def _fused_gd(self) -> bool:
+        """Full-batch GD (Eq. 2) on the squared loss in a ``*-true`` precision: what the fused kernels compute."""
         o = self.cfg.optim
         return (
-            getattr(self.model, "linear_in_parameters", False)
-            and o.name == "gd"
+            o.name == "gd"
             and (o.batch_size is None or o.batch_size >= self.tensors[0].n_train)
             and not self.tensors[0].cross_entropy
             and "mixed" not in str(self.cfg.trainer.precision)
         )
+
+    @functools.cached_property
+    def uses_linear_kernel(self) -> bool:
+        return getattr(self.model, "linear_in_parameters", False) and self._fused_gd
+
+    @functools.cached_property
+    def uses_two_layer_kernel(self) -> bool:
+        return isinstance(self.model, TwoLayerModel) and self._fused_gd
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -144,7 +171,26 @@ class GrokkingModule(L.LightningModule):
             sigma_scale=first.sigma_scale,
             surrogate_eps=None if first.is_classification else float(self.cfg.phases.eps),
             cross_entropy=first.cross_entropy,
+            c=float(self.cfg.phases.c),
+            tau=float(self.cfg.phases.acc_threshold) if first.is_classification else None,
         )
+        sparse = {"eval_every": self.eval_every}
+        if len(self.members) > 1 and not (self.uses_linear_kernel or self.uses_two_layer_kernel):
+            raise ConfigError(
+                f"invalid value for 'seeds': {len(self.members)} (allowed: 1 unless optim.name=gd, full batch, "
+                "squared loss and a *-true trainer.precision: only the fused GD kernels batch several seeds)"
+            )
+        if self.uses_two_layer_kernel:
+            ev.x_test, ev.y_test = stacked(lambda t: t.x_test), stacked(lambda t: t.y_test)
+            ev.test_labels = stacked(lambda t: t.test_labels)
+            ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
+            x, y = stacked(lambda t: t.x_train[rows]), stacked(lambda t: t.y_train[rows])
+            lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
+            width = self.model.weight.shape[0]
+            self._kernel = TwoLayerGDKernel(
+                x.contiguous(), y, width, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
+            )
+            return
         if self.uses_linear_kernel:
             with torch.no_grad():
                 phi = torch.stack(
@@ -161,7 +207,9 @@ class GrokkingModule(L.LightningModule):
             lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
             # the row-space form needs all training rows in one process
             kernel = RowSpaceGDKernel if self.rowspace and world == 1 else LinearGDKernel
-            self._kernel = kernel(phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce)
+            self._kernel = kernel(
+                phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
+            )
             return
         ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)
         ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(dev)
@@ -189,16 +237,29 @@ class GrokkingModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         """K = ``steps_per_call`` GD steps (fewer at the end), their per-step records in ``last_chunk``."""
         steps = min(self.steps_per_call, self.max_steps - self.gd_step)
+        members, wanted = self.members, self.log_steps
+        # The models' parameters stay the state between calls (checkpoints, resume): one member's are passed as
+        # views the kernel writes through, several members' are stacked and copied back.
         if self.uses_linear_kernel:
-            members = self.members
             if len(members) == 1:
-                theta = self.model.trainable.data.unsqueeze(0)  # a view: the kernel writes through it
-                chunk = self._kernel.run(theta, self.gd_step, steps)
+                theta = self.model.trainable.data.unsqueeze(0)
+                chunk = self._kernel.run(theta, self.gd_step, steps, wanted)
             else:
                 theta = torch.stack([m.trainable.data for m in members])
-                chunk = self._kernel.run(theta, self.gd_step, steps)
+                chunk = self._kernel.run(theta, self.gd_step, steps, wanted)
                 for m, th in zip(members, theta, strict=True):
                     m.trainable.data.copy_(th)
+        elif self.uses_two_layer_kernel:
+            if len(members) == 1:
+                w, a = self.model.weight.data.unsqueeze(0), self.model.a.data.unsqueeze(0)
+                chunk = self._kernel.run(w, a, self.gd_step, steps, wanted)
+            else:
+                w = torch.stack([m.weight.data for m in members])
+                a = torch.stack([m.a.data for m in members])
+                chunk = self._kernel.run(w, a, self.gd_step, steps, wanted)
+                for m, wi, ai in zip(members, w, a, strict=True):
+                    m.weight.data.copy_(wi)
+                    m.a.data.copy_(ai)
         else:
             chunk = self._kernel.run(self.gd_step, steps)
         self.last_chunk = chunk
@@ -214,7 +275,10 @@ class GrokkingModule(L.LightningModule):
             self.loss_min, self.loss_start = loss[0].clone(), loss[0].clone()
         self.loss_min, self.loss_start = self.loss_min.to(loss), self.loss_start.to(loss)  # restored on the CPU
         running_min = torch.minimum(torch.cummin(loss, dim=0).values, self.loss_min)
-        bad = ~torch.isfinite(loss) | ~torch.isfinite(chunk.test_loss)
+        test_bad = ~torch.isfinite(chunk.test_loss)
+        if chunk.evaluated is not None:  # sparse evaluation: NaN marks what was not evaluated
+            test_bad &= chunk.evaluated
+        bad = ~torch.isfinite(loss) | test_bad
         bad |= (loss > DIVERGENCE_GROWTH * running_min) & (loss > self.loss_start)
         self.loss_min = torch.where(torch.isfinite(running_min[-1]), running_min[-1], self.loss_min)
         rows = torch.nonzero(bad.any(dim=1))  # one host sync per call, not per step

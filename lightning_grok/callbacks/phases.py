@@ -3,7 +3,10 @@ checks them against the exact dynamics and the paper's bounds (Thm 4.1 envelopes
 
 It reads the per-step records (``GrokkingModule.last_chunk``) after each call of the training kernel,
 so t1 and t2 are exact to the step however sparsely curves are logged. Loss curves go to the loggers
-on a geometric schedule of ``log_points`` steps (a million-step run does not write a million rows).
+on a geometric schedule of ``log_points`` steps (a million-step run does not write a million rows); the
+kernels evaluate the test side at those steps even when they evaluate it sparsely (``Chunk.evaluated``,
+NaN elsewhere: the detector reads NaN as "threshold not reached", and the kernels evaluate every step of
+a block where a threshold is crossed, so t2 stays exact).
 Its whole state is in Lightning checkpoints: a resumed run keeps what it measured.
 """
 
@@ -211,6 +214,8 @@ class PhaseTransitionCallback(Callback):
         eps = torch.finfo(next(pl_module.parameters()).dtype).eps
         for member in self.members:
             member.float_eps = eps
+        if hasattr(pl_module, "log_steps"):  # the kernels evaluate the test side at least at the logged steps
+            pl_module.log_steps = self.schedule
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         chunk = pl_module.last_chunk
@@ -222,15 +227,27 @@ class PhaseTransitionCallback(Callback):
         arrays = {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}  # each (K, B)
         for b, member in enumerate(self.members):
             member.update(chunk.start, {k: v[:, b] for k, v in arrays.items()})
-        self._log_scheduled(trainer, chunk.start, len(chunk), arrays)
+        evaluated = None if chunk.evaluated is None else chunk.evaluated.all(dim=1).cpu().numpy()  # (K,) rows
+        self._log_scheduled(trainer, chunk.start, len(chunk), arrays, evaluated)
         if self.transitions_done():
             trainer.should_stop = True
 
-    def _log_scheduled(self, trainer: L.Trainer, start: int, k: int, arrays: dict[str, np.ndarray]) -> None:
-        """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble)."""
+    def _log_scheduled(
+        self,
+        trainer: L.Trainer,
+        start: int,
+        k: int,
+        arrays: dict[str, np.ndarray],
+        evaluated: np.ndarray | None = None,
+    ) -> None:
+        """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble).
+        Test-side values of a step the kernel did not evaluate (``evaluated``) are left out of the loggers' row
+        and stored as NaN in the curves (the kernels evaluate every scheduled step, so this does not happen in
+        ``experiment.fit``)."""
         lo, hi = np.searchsorted(self.schedule, [start, start + k])
         for step in self.schedule[lo:hi]:
             i = int(step) - start
+            skip_test = evaluated is not None and not evaluated[i]
             row = {}
             for key, v in arrays.items():
                 if key == "param_norm2":
@@ -241,6 +258,8 @@ class PhaseTransitionCallback(Callback):
             for key, val in row.items():
                 self.curves.setdefault(key, []).append(val)
             self.curves.setdefault("step", []).append(int(step))
+            if skip_test:
+                row = {key: val for key, val in row.items() if not key.startswith("test/")}
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=int(step))
 
