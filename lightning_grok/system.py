@@ -54,6 +54,9 @@ from lightning_grok.seeding import generator
 # A run diverges when its training loss becomes non-finite, or exceeds both DIVERGENCE_GROWTH times its
 # minimum so far and its value at step 0: a blow-up, not the rounding noise of a loss near 1e-30.
 DIVERGENCE_GROWTH = 1e6
+# with an automatic steps_per_call the first call runs this many steps and each call doubles the step count
+# up to K, so the progress bar and a SIGINT see t1 (often a few hundred steps) when it happens
+FIRST_CALL_STEPS = 64
 
 
 class GrokkingModule(L.LightningModule):
@@ -75,6 +78,7 @@ class GrokkingModule(L.LightningModule):
         self.rowspace = self._wants_rowspace()
         per_call = cfg.trainer.steps_per_call or self._auto_steps_per_call()
         self.steps_per_call = int(min(per_call, self.max_steps))
+        self.ramp_up = not cfg.trainer.steps_per_call  # automatic K: early calls are short
         # s of sparse evaluation (0 = automatic, 1 = every step); a plain attribute, so tests can set it
         self.eval_every = int(cfg.trainer.eval_every)
         # steps whose test side every kernel evaluates: the phase callback's logging schedule (it sets its own)
@@ -237,6 +241,8 @@ class GrokkingModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         """K = ``steps_per_call`` GD steps (fewer at the end), their per-step records in ``last_chunk``."""
         steps = min(self.steps_per_call, self.max_steps - self.gd_step)
+        if self.ramp_up:  # 64, 64, 128, 256, ... steps: the first transitions show as they happen
+            steps = min(steps, max(FIRST_CALL_STEPS, self.gd_step))
         members, wanted = self.members, self.log_steps
         # The models' parameters stay the state between calls (checkpoints, resume): one member's are passed as
         # views the kernel writes through, several members' are stacked and copied back.

@@ -140,14 +140,12 @@ def test_periodic_checkpoints_follow_gd_steps(tmp_path):
 
 
 def test_checkpoints_by_wall_clock_bound_what_a_kill_can_cost(tmp_path):
-    """trainer.checkpoint_minutes: a checkpoint whenever that much time has passed, at a chunk boundary."""
-    _, res = fit(
-        "ridge.yaml",
-        tmp_path,
-        "trainer.checkpoint_minutes=0.002",  # 0.12 s
-        "trainer.steps_per_call=200",
-        "trainer.max_steps=40000",
-    )
-    previous = torch.load(tmp_path / "checkpoints" / "last.prev.ckpt", weights_only=False)
-    assert 0 < previous["grok"]["gd_step"] < res["steps_run"] == 40000
+    """trainer.checkpoint_minutes: a checkpoint whenever that much time has passed, at a chunk boundary;
+    without it a run saves once, at its end (so no last.prev.ckpt)."""
+    args = ("trainer.steps_per_call=200", "trainer.max_steps=40000")
+    _, res = fit("ridge.yaml", tmp_path / "timed", "trainer.checkpoint_minutes=0.002", *args)  # 0.12 s
+    previous = torch.load(tmp_path / "timed" / "checkpoints" / "last.prev.ckpt", weights_only=False)
+    assert 0 < previous["grok"]["gd_step"] <= res["steps_run"] == 40000
     assert previous["grok"]["gd_step"] % 200 == 0
+    fit("ridge.yaml", tmp_path / "untimed", "trainer.checkpoint_minutes=0", *args)
+    assert not (tmp_path / "untimed" / "checkpoints" / "last.prev.ckpt").exists()
