@@ -192,6 +192,8 @@ def _fit(
     try:
         with quiet_third_party():
             trainer = make_trainer(cfg, output_dir, callbacks, logger)
+            if trainer.world_size > 1 and rank_zero:
+                print(f"lightning-grok: data-parallel over {trainer.world_size} processes ({cfg.trainer.strategy})")
             try:
                 trainer.fit(module, datamodule=built.datamodule, ckpt_path=resume, weights_only=False)
             except SIGTERMException:

@@ -253,7 +253,7 @@ def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
     # wandb's banner, and its warning about the `anonymous` argument Lightning always passes: the line below
     # says where the run goes. WANDB_SILENT=false brings them back.
     if os.environ.get("WANDB_SILENT", "true").lower() in ("1", "true"):
-        wandb.setup(settings=wandb.Settings(silent=True))
+        wandb.setup(settings=wandb.Settings(silent=True, mode=mode))
     if rank_zero_only.rank == 0:
         where = f"{save_dir}/wandb" + (" (offline: sync later with `wandb sync` on it)" if mode == "offline" else "")
         print(f"lightning-grok: W&B {mode} run {w.project}/{stable_run_id(cfg, output_dir)}, files in {where}")

@@ -129,7 +129,7 @@ def test_two_task_ddp_run_matches_the_single_process_run(tmp_path):
     )
     wait(job)
     log = (tmp_path / "ddp.out").read_text()
-    assert "MEMBER: 2/2" in log, log[-3000:]
+    assert "lightning-grok: data-parallel over 2 processes" in log, log[-3000:]
     ddp = json.loads((out / "phases.json").read_text())
     _, single = fit("ridge.yaml", tmp_path / "single", *SMALL_RIDGE, "trainer.max_steps=4000")
     assert ddp["t_overfit"] == single["t_overfit"] is not None

@@ -193,7 +193,9 @@ def test_three_agents_run_each_grid_point_exactly_once(tmp_path: Path, agent_env
 
 # ---- (3) an agent killed mid-run ---------------------------------------------------------------------
 def test_killed_agent_leaves_a_crashed_point_that_a_retry_finishes(tmp_path: Path, agent_env: dict):
+    # long enough to be killed mid-run: a forked run starts in well under a second
     params = {"optim.weight_decay": {"values": [1e-3]}} | TINY | {"wandb.mode": {"value": "disabled"}}
+    params["trainer.max_steps"] = {"value": 300_000}
     sweep = write_sweep(tmp_path / "kill.yaml", params)
     sweep_dir = tmp_path / "sweep"
     victim = start_agent(sweep, sweep_dir, agent_env)
@@ -316,7 +318,7 @@ def assert_resumed(first: dict, retry: dict, sweep_dir: Path) -> None:
     assert 0 < first["result"]["steps_run"] < LONG_STEPS  # the first attempt stopped mid-run ...
     log = (sweep_dir / retry["output_dir"] / "agent.log").read_text()  # both attempts append to it
     stopped = log.index("stopped by SIGTERM")
-    assert "Restoring states from the checkpoint path at" in log[stopped:]  # ... and the retry resumed it
+    assert "lightning-grok: resuming from" in log[stopped:]  # ... and the retry resumed it
 
 
 def test_sigterm_records_interrupted_and_retry_resumes_in_the_same_directory(tmp_path: Path, agent_env: dict):
