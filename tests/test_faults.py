@@ -105,14 +105,16 @@ def test_stop_signal_checkpoints_and_the_same_command_resumes_exactly(tmp_path, 
     assert_same_run(phases(out), uninterrupted)
 
 
-def test_sigusr1_checkpoints_only_at_chunk_boundaries(tmp_path, uninterrupted):
+def test_sigusr1_checkpoints_only_at_chunk_boundaries(tmp_path):
     """SIGUSR1 sent many times while chunks run: every checkpoint taken holds a whole number of chunks, the
     exact GD iterate of that step, and phase measurements up to that very step."""
     from lightning_grok.experiment import build
     from lightning_grok.theory.exact import ExactDynamics
 
+    # ten times LONG's steps, so a fast machine still runs chunks while eight signals arrive
+    args = (*LONG, "trainer.max_steps=200000", "optim.weight_decay=2e-5")
     out = tmp_path / "run"
-    proc = start(out, *LONG)
+    proc = start(out, *args)
     last = out / "checkpoints" / "last.ckpt"
     wait_for(last, proc)
     taken = []
@@ -121,17 +123,17 @@ def test_sigusr1_checkpoints_only_at_chunk_boundaries(tmp_path, uninterrupted):
         os.kill(proc.pid, signal.SIGUSR1)
         end = time.monotonic() + 30
         while last.stat().st_mtime_ns == before and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.01)
+            time.sleep(0.005)
         if proc.poll() is not None:
             break
         copy = tmp_path / f"usr1-{i}.ckpt"
         shutil.copy(last, copy)
         taken.append(copy)
-        time.sleep(0.2)
-    assert proc.wait(timeout=120) == 0, log_of(out)
+        time.sleep(0.02)
+    assert proc.wait(timeout=300) == 0, log_of(out)
     assert len(taken) >= 4, log_of(out)
     assert "SIGUSR1: checkpoint at GD step" in log_of(out)
-    dynamics = ExactDynamics(build(load("ridge.yaml", *LONG)).problem)
+    dynamics = ExactDynamics(build(load("ridge.yaml", *args)).problem)
     steps = set()
     for path in taken:
         state = ckpt_state(path)
@@ -143,7 +145,9 @@ def test_sigusr1_checkpoints_only_at_chunk_boundaries(tmp_path, uninterrupted):
         (callback_state,) = [v for k, v in state["callbacks"].items() if k.startswith("PhaseTransitionCallback")]
         assert all(m["steps_run"] == step for m in callback_state["members"])
     assert len(steps) >= 3
-    assert_same_run(phases(out), uninterrupted)
+    res = phases(out)
+    assert res["status"] == "completed" and res["t_generalize"] is not None
+    assert res["exact"]["t_overfit_matches"] and res["exact"]["t_generalize_matches"], res["exact"]
 
 
 def test_kill_9_then_the_same_command_resumes_exactly(tmp_path, uninterrupted):

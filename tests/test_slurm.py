@@ -141,9 +141,10 @@ def test_two_task_ddp_run_matches_the_single_process_run(tmp_path):
 def test_sigusr1_requeues_and_the_job_finishes_like_an_uninterrupted_run(tmp_path):
     args = [
         "optim.weight_decay=1e-5",
-        "trainer.max_steps=150000",
+        "trainer.max_steps=400000",
         "trainer.progress_bar=false",
         "trainer.steps_per_call=2000",
+        "trainer.checkpoint_every=10000",
     ]
     out = tmp_path / "requeue"
     job = sbatch(
@@ -153,12 +154,15 @@ def test_sigusr1_requeues_and_the_job_finishes_like_an_uninterrupted_run(tmp_pat
         *args,
         env=_env(WANDB_MODE="offline", LG_ACCELERATOR="cpu", LG_OUTPUT_DIR=str(out)),
     )
-    # wait until training is under way (the W&B id file is written just before fit starts), then signal
-    end = time.monotonic() + 120
-    while not (out / "wandb_run_id.txt").exists() and time.monotonic() < end:
-        time.sleep(0.5)
-    time.sleep(6)
-    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    # signal as soon as the first periodic checkpoint shows GD under way: a fixed sleep lets a fast
+    # machine finish the job before the signal arrives
+    last = out / "checkpoints" / "last.ckpt"
+    end = time.monotonic() + 300
+    while not last.exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert last.exists(), (tmp_path / "requeue.out").read_text()[-4000:]
+    sent = subprocess.run(["scancel", "--signal=USR1", job], capture_output=True, text=True)
+    assert sent.returncode == 0, (sent.stderr, (tmp_path / "requeue.out").read_text()[-4000:])
     wait(job, timeout=600)
     log = (tmp_path / "requeue.out").read_text()
     assert "restart 1" in log, log[-4000:]  # the job ran a second time
