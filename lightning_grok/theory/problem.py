@@ -2,9 +2,23 @@
 
 Computed from the very tensors the run trains on (the sampled Phi, theta^(0), theta*), in float64, never
 from a second sample. Lightning-free, so ``lightning-grok theory`` starts in the time torch takes.
+
+Population quantities (notes Sec. 1, L(theta) = (theta - theta*)^T Sigma (theta - theta*) when realizable):
+
+* ridge, identity features: Sigma = I/m exactly (``sigma_scale``).
+* ridge, gaussian_projection: Sigma = s2 W W^T / d; the data's test set is d points whose mean squared error
+  is L exactly (data/regression.py); lambda_min(Sigma) = 0 when d < m, else the smallest eigenvalue of Sigma.
+* random features with ``data.population: exact``: the closed-form Sigma, E[phi y] and E[y^2] of
+  theory/population.py (arc-cosine kernel for ReLU features, Gaussian / Bessel characteristic function for
+  Fourier features; Gaussian and sphere inputs). The exact dynamics get the equivalent rows of
+  ``population.population_rows`` on span(Phi^T, theta^(0)), where GD moves, so their population loss and t2 have
+  no sampling error; lambda_min(Sigma) is computed from the closed form.
+* otherwise (``sampled``): the test set, and lambda_min(Sigma) estimated from ``data.n_sigma_samples`` inputs.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -12,12 +26,61 @@ from omegaconf import DictConfig
 
 from lightning_grok.data.base import Tensors
 from lightning_grok.resources import SIGMA_ESTIMATE_MAX_WIDTH
+from lightning_grok.theory import population as pop
 from lightning_grok.theory.exact import LinearProblem
 
 
 def param_dtype(cfg: DictConfig) -> torch.dtype:
     """float64 for ``trainer.precision`` 64-*, else float32 (the parameters' dtype; mixed precision autocasts)."""
     return torch.float64 if cfg.trainer.precision.startswith("64") else torch.float32
+
+
+def closed_form(cfg: DictConfig) -> bool:
+    """Whether the run's population quantities come from theory/population.py (random features, exact)."""
+    return cfg.data.kind == "regression" and cfg.model.family == "random_features" and cfg.data.population == "exact"
+
+
+def feature_moments(cfg: DictConfig, model: torch.nn.Module) -> pop.FeatureMoments:
+    """The closed-form second moments of a random-feature model's features and the run's teacher."""
+    from lightning_grok.data.regression import draw_teacher, input_dim
+
+    w = model.weight.double().cpu().numpy()
+    m = w.shape[0]
+    if model.kind == "relu":
+        feats = pop.Units("relu", w)
+    else:
+        feats = pop.Units("cos", w, model.bias.double().cpu().numpy(), math.sqrt(2.0 / m))
+    spec = draw_teacher(cfg)
+    one = np.ones(1)
+    if spec.kind == "zero":
+        teacher = pop.Teacher(None)
+    elif spec.kind == "student":
+        teacher = pop.Teacher(feats, spec.weight.numpy().ravel())
+    elif spec.kind == "fourier":
+        teacher = pop.Teacher(pop.Units("cos", spec.weight.numpy().T, np.array([spec.bias]), spec.scale), one)
+    else:  # linear, relu
+        teacher = pop.Teacher(pop.Units(spec.kind, spec.weight.numpy().T), one)
+    return pop.FeatureMoments(feats, teacher, cfg.data.input_dist, input_dim(cfg))
+
+
+def population_rows(
+    cfg: DictConfig, model: torch.nn.Module, phi: np.ndarray, theta0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature-space rows P (k, m) and targets r (k, 1) with mean_i (P_i a - r_i)^2 = L(a) exactly for every a
+    GD can reach from theta0 (span(Phi^T, theta0)); a drop-in test set for the linear kernels' features."""
+    rows, targets = pop.population_rows(feature_moments(cfg, model), np.hstack([phi.T, theta0]))
+    return rows, targets[:, None]
+
+
+def _ridge_projection_sigma_min(cfg: DictConfig) -> tuple[float, str]:
+    from lightning_grok.data.regression import latent_dim, ridge_projection
+
+    d, m = latent_dim(cfg), cfg.model.width
+    if d < m:
+        return 0.0, f"exact (Sigma = s2 W W^T / d has rank d = {d} < m = {m})"
+    w = ridge_projection(cfg).numpy()
+    s2 = pop.input_variance(cfg.data.input_dist, d)
+    return max(0.0, float(np.linalg.eigvalsh(s2 * (w @ w.T) / d)[0])), "exact (Sigma = s2 W W^T / d)"
 
 
 def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
@@ -29,13 +92,21 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple
     if t.cross_entropy:
         return None, "cross-entropy objective: the theory covers the squared loss"
     dtype = param_dtype(cfg)
+    exact_rf = closed_form(cfg)
     with torch.no_grad():
         feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
         phi = feats(t.x_train)
         phi_test = feats(t.x_test) if t.x_test is not None else None
+        theta0 = model.theta_init.to(dtype).double().numpy()
+        y = t.y_train.to(dtype).double().numpy()
+        y_test = None if t.y_test is None else t.y_test.to(dtype).double().numpy()
         sigma_min, source = None, "unknown"
         if t.sigma_scale is not None:
             sigma_min, source = t.sigma_scale, "exact (Sigma = I/m)"
+        elif cfg.data.kind == "regression" and cfg.model.family == "ridge":
+            sigma_min, source = _ridge_projection_sigma_min(cfg)
+        elif exact_rf:
+            sigma_min, source = pop.sigma_min(feature_moments(cfg, model))
         elif t.x_sigma is not None:
             m = phi.shape[1]
             if m > SIGMA_ESTIMATE_MAX_WIDTH and not t.sigma_is_exact:
@@ -51,9 +122,9 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple
                 )
         rows = [phi] + ([phi_test] if phi_test is not None else [])
         b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
-        theta0 = model.theta_init.to(dtype).double().numpy()
-        y = t.y_train.to(dtype).double().numpy()
-        y_test = None if t.y_test is None else t.y_test.to(dtype).double().numpy()
+    if exact_rf:
+        # the closed form replaces the test set (which training still measures; see population_rows)
+        phi_test, y_test = population_rows(cfg, model, phi, theta0)
     theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
     residual = None
     if theta_star is None and t.finite_population:
