@@ -3,7 +3,7 @@
   lightning-grok fit CONFIG [key=value ...]              train one run (`fit --help` lists every config key)
   lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
   lightning-grok fit|theory CONFIG [key=value ...] --print-config   the resolved config, then exit
-  lightning-grok reproduce fig1 [--quick] [--out DIR]    a paper figure: measured curves beside exact GD
+  lightning-grok reproduce FIGURE [--quick] [key=value]  a paper figure (fig1..fig7, modular, all): runs, then draws
   lightning-grok sweep SWEEP.yaml [--count N]            run a W&B sweep file offline (any number of agents)
   lightning-grok sweep-table DIR                         a sweep's table: parameters, t1, t2, bound verdicts
 
@@ -61,11 +61,30 @@ def _parser() -> argparse.ArgumentParser:
             "--print-config", action="store_true", help="print the resolved config (YAML) of this command and exit"
         )
     t.add_argument("--json", action="store_true", help="machine-readable output")
-    r = sub.add_parser("reproduce", help="train a paper figure's config and plot measurement beside theory")
-    r.add_argument("figure", choices=["fig1"])
-    r.add_argument("--quick", action="store_true", help="a shrunk run (about a minute) instead of the paper's scale")
-    r.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNG and the runs")
-    r.set_defaults(func=_reproduce)
+    from lightning_grok.reproduce import FIGURES
+
+    r = sub.add_parser(
+        "reproduce",
+        help="run a paper figure's sweep files with the offline agent, then draw it beside the theory",
+        description="Run every panel of FIGURE (its sweep files under sweeps/) through the offline agent into "
+        "OUT/FIGURE/, reusing finished runs, then write OUT/FIGURE.png, .pdf, .json and OUT/FIGURE_fits.md "
+        "(scaling-law fits). key=value overrides apply to every panel's runs (a list such as "
+        "optim.weight_decay=[1e-3,1e-4] replaces a swept grid).",
+    )
+    r.add_argument("figures", nargs="+", metavar="FIGURE", choices=[*FIGURES, "all"], help=", ".join([*FIGURES, "all"]))
+    r.add_argument("--quick", action="store_true", help="laptop size (seconds per figure) instead of the paper's scale")
+    r.add_argument("--out", type=Path, default=Path("figures"), help="folder for the figures and the runs (figures)")
+    r.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        default=None,
+        help="run nothing: draw from runs made elsewhere (DIR/<sweep name>/, e.g. a SLURM array's sweep "
+        "directories, or an earlier --out)",
+    )
+    r.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the sweep file's)")
+    r.add_argument("--agents", type=int, default=1, help="offline agents in parallel on the figure's sweeps (1)")
+    r.set_defaults(func=_reproduce, overrides=[])
     from lightning_grok.sweep.cli import add_parsers as add_sweep_parsers
 
     add_sweep_parsers(sub)
@@ -76,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:
+        if argv and argv[0] == "reproduce":
+            # key=value overrides may stand anywhere among the figure names and options
+            overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+            args = parser.parse_args([a for a in argv if a not in overrides])
+            args.overrides = overrides
+            return args.func(args)
         if not argv or argv[0] not in ("fit", "theory"):
             args = parser.parse_args(argv)
             return args.func(args)
@@ -102,11 +127,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    """Exit status: 0; 2 bad input (nothing run); otherwise the failed agents' status (figures still drawn)."""
     from lightning_grok.reproduce import reproduce
 
-    out = reproduce(args.figure, args.out, quick=args.quick)
-    print(f"wrote {out['png']}")
-    return out["status"]
+    if args.agents < 1:
+        raise ConfigError(f"invalid value for '--agents': {args.agents} (allowed: an integer >= 1)")
+    try:
+        out = reproduce(
+            args.figures,
+            args.out,
+            quick=args.quick,
+            overrides=args.overrides,
+            seeds=args.seeds,
+            agents=args.agents,
+            from_dir=args.from_dir,
+        )
+    except KeyboardInterrupt:
+        print("lightning-grok reproduce: interrupted; the same command resumes it", file=sys.stderr)
+        return 130
+    return max((r["status"] for r in out.values()), key=lambda c: (c != 0, c))
 
 
 def theory_json(out: dict) -> str:

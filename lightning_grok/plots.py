@@ -1,51 +1,247 @@
-"""Matplotlib figures: measured loss curves with the exact GD dynamics drawn beside them."""
+"""Matplotlib panels of the reproduced figures: times against a hyperparameter, and loss curves.
+
+Every time is in GD steps. Axes use the paper's symbols: lambda (weight decay), n (training points),
+m (parameters or hidden units), nu^2 (initialization scale), t1 = max{t : L_n(theta_t) >= eps} (overfit),
+t2 = min{t : L(theta_t) <= c} (generalize), L_n the training loss with its 1/(2n), L the population loss.
+
+Line styles, the same in every figure:
+
+* measured: solid, the mean over seeds, with a band from the smallest to the largest seed (times) or
+  +- one standard deviation (loss curves);
+* bounds: dashed for Eq. (8) (Remark A.14: t1 <= n ln(14 m nu^2/eps) / (2 eta lambda+_min(Phi^T Phi)),
+  t2 >= ln((m - n) nu^2 / (8 m eps)) / (2.02 eta lambda)), dash-dotted for Eq. (6) (t1 upper) and Eq. (7)
+  (t2 lower) of Thm 4.2, each the mean of the seeds' values computed from their own Phi, theta0, theta*;
+* exact GD dynamics (theory/exact.py), where the model is linear in its parameters: dotted.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lightning_grok.theory.exact import ExactDynamics  # noqa: E402
 
+T1_COLOR, T2_COLOR = "tab:blue", "tab:red"
+TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:red"
+# bounds drawn in the times panels: (bound name in phases.json, which time, line style, legend label)
+BOUND_STYLES = (
+    ("eq8_t_overfit_upper", "t1", "--", "Eq. (8) bound"),
+    ("eq8_t_generalize_lower", "t2", "--", "Eq. (8) bound"),
+    ("eq6_t_overfit_upper", "t1", "-.", "Eq. (6) bound"),
+    ("eq7_t_generalize_lower", "t2", "-.", "Eq. (7) bound"),
+)
+FLOOR = 1e-8  # loss axes stop at min(eps, c) * FLOOR: below it a float64 loss is rounding noise
 
-def exact_curves(exacts: list[ExactDynamics], steps: np.ndarray) -> dict[str, np.ndarray]:
-    """Members' mean exact training loss L_n and population loss L at ``steps``."""
+
+def exact_curves(exacts: Sequence[ExactDynamics], steps: np.ndarray) -> dict[str, np.ndarray]:
+    """Members' mean exact training loss L_n and population loss L at ``steps`` (GD steps)."""
     return {
         "train/loss": np.mean([e.train_loss(steps) for e in exacts], axis=0),
         "test/loss": np.mean([e.population_loss(steps) for e in exacts], axis=0),
     }
 
 
-def plot_loss_curves(curves: dict, exacts: list[ExactDynamics], eps: float, c: float, title: str, path: Path) -> dict:
-    """Train and test loss against GD steps (log x): measured mean (solid, +- one std band when there are
-    several seeds) and exact dynamics (dashed), with the thresholds eps and c. Returns the plotted arrays."""
-    steps = np.asarray(curves["step"])
-    shown = steps > 0  # log x
-    theory = exact_curves(exacts, steps) if exacts else {}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, label, color in (("train/loss", "train $L_n$", "tab:blue"), ("test/loss", "test $L$", "tab:red")):
-        mean = np.asarray(curves[key])
-        ax.plot(steps[shown], mean[shown], color=color, label=f"{label} (measured)")
-        if f"{key}_std" in curves:
-            std = np.asarray(curves[f"{key}_std"])
-            low = np.maximum(mean - std, mean / 10)  # a log axis cannot show mean - std <= 0
-            ax.fill_between(steps[shown], low[shown], (mean + std)[shown], color=color, alpha=0.2, lw=0)
-        if key in theory:
-            ax.plot(steps[shown], theory[key][shown], color=color, ls="--", lw=1.2, label=f"{label} (exact GD)")
+def layout(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    """One row for up to three panels, 2 x 2 for four."""
+    if count == 4:
+        fig, axes = plt.subplots(2, 2, figsize=(11.0, 8.4))
+    else:
+        fig, axes = plt.subplots(1, count, figsize=(5.6 * count, 4.3), squeeze=False)
+    return fig, list(np.ravel(axes))
+
+
+def save(fig: plt.Figure, base: Path, title: str) -> dict[str, Path]:
+    """``base``.png (dpi 110: a gallery-sized file) and ``base``.pdf; closes the figure."""
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"png": base.with_suffix(".png"), "pdf": base.with_suffix(".pdf")}
+    fig.savefig(paths["png"], dpi=110)
+    fig.savefig(paths["pdf"])
+    plt.close(fig)
+    return paths
+
+
+def _positive(values: Sequence[float | None]) -> np.ndarray:
+    """floats with None, nan and values <= 0 as nan (not drawable on a log axis)."""
+    out = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    out[~np.isfinite(out) | (out <= 0)] = np.nan
+    return out
+
+
+def times_panel(
+    ax: plt.Axes, points: list[dict], *, x_label: str, x_log: bool, y_log: bool, title: str, legend: bool = True
+) -> dict:
+    """t1 and t2 (GD steps) against a hyperparameter: measured mean (solid, seed min-max band), the Eq. (8)
+    bounds (dashed) and Eq. (6)/(7) (dash-dotted), the exact dynamics (dotted). ``points`` are
+    ``reproduce.point_stats`` rows. Returns the plotted arrays."""
+    shown = [p for p in points if p["x"] is not None and (not x_log or p["x"] > 0)]
+    x = np.array([p["x"] for p in shown], dtype=np.float64)
+    plotted: dict = {"x": x.tolist()}
+    for t, color in (("t1", T1_COLOR), ("t2", T2_COLOR)):
+        mean = _positive([p[t]["mean"] for p in shown])
+        lo, hi = _positive([p[t]["min"] for p in shown]), _positive([p[t]["max"] for p in shown])
+        ax.plot(x, mean, "o-", color=color, lw=1.8, ms=4, label=f"${t[0]}_{t[1]}$ measured")
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+        exact = _positive([p[f"exact_{t}"]["mean"] for p in shown])
+        if np.isfinite(exact).any():
+            ax.plot(x, exact, ":", color="k", lw=1.4, label="exact GD" if t == "t1" else None)
+        plotted[t] = {"mean": mean.tolist(), "min": lo.tolist(), "max": hi.tolist(), "exact": exact.tolist()}
+    for name, t, style, label in BOUND_STYLES:
+        values = _positive([(p["bounds"].get(name) or {}).get("mean") for p in shown])
+        if np.isfinite(values).any():
+            color = T1_COLOR if t == "t1" else T2_COLOR
+            ax.plot(x, values, style, color=color, lw=1.2, alpha=0.85, label=f"{label} (${t[0]}_{t[1]}$)")
+            plotted[name] = values.tolist()
+    left_out = [p["x"] for p in points if p not in shown]
+    if left_out:
+        ax.text(0.02, 0.02, f"not drawn (log axis): {x_label} = {left_out}", transform=ax.transAxes, fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("GD steps")
+    ax.set_title(title, fontsize=9.5)
+    if x_log:
+        ax.set_xscale("log")
+    if y_log:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no 6x10^1 clutter
+    if 0 < len(x) <= 8:  # the swept values themselves as ticks
+        ax.set_xticks(x)
+        ax.set_xticklabels([nice(v) for v in x], fontsize=8)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    if legend:
+        ax.legend(fontsize=7)
+    return plotted
+
+
+def _loss_axes(ax: plt.Axes, eps: float, c: float, title: str) -> None:
     ax.axhline(eps, color="gray", ls=":", lw=1)
     if c != eps:
         ax.axhline(c, color="gray", ls="-.", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="GD step t", ylabel="loss", title=title)
-    # below ~eps * 1e-8 a float64 loss is rounding noise, not dynamics: keep the axis on the transitions
-    ax.set_ylim(bottom=min(eps, c) * 1e-8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return {"step": steps, "measured": {k: np.asarray(curves[k]) for k in theory}, "exact": theory}
+    ax.set(xscale="log", yscale="log", xlabel="GD step $t$", ylabel="loss")
+    ax.set_title(title, fontsize=9.5)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom=max(bottom, min(eps, c) * FLOOR), top=top)
+    ax.grid(alpha=0.3, which="major", lw=0.5)
+
+
+def ensemble_panel(
+    ax: plt.Axes,
+    curve: dict,
+    *,
+    exact: dict | None,
+    t1: float | None,
+    t2: float | None,
+    eps: float,
+    c: float,
+    title: str,
+) -> dict:
+    """Training loss L_n and population loss L against GD steps (log x): the seeds' mean (solid, +- one std
+    band), the exact GD dynamics of the same tensors (dashed) and the mean t1, t2 (vertical lines)."""
+    steps = np.asarray(curve["step"], dtype=np.float64)
+    shown = steps > 0
+    out: dict = {"step": steps, "measured": {}, "exact": {}}
+    for key, label, color in (("train/loss", "train $L_n$", TRAIN_COLOR), ("test/loss", "test $L$", TEST_COLOR)):
+        if key not in curve:
+            continue
+        mean = np.asarray(curve[key], dtype=np.float64)
+        out["measured"][key] = mean
+        ax.plot(steps[shown], mean[shown], color=color, label=f"{label} (measured)")
+        std = curve.get(f"{key}_std")
+        if std is not None:
+            std = np.asarray(std, dtype=np.float64)
+            low = np.maximum(mean - std, mean / 10)  # a log axis cannot show mean - std <= 0
+            ax.fill_between(steps[shown], low[shown], (mean + std)[shown], color=color, alpha=0.2, lw=0)
+        if exact is not None and key in exact:
+            out["exact"][key] = exact[key]
+            ax.plot(steps[shown], exact[key][shown], color="k" if key == "test/loss" else "0.35", ls="--", lw=1.1)
+    if exact:
+        ax.plot([], [], color="0.2", ls="--", lw=1.1, label="exact GD")
+    _mark_times(ax, t1, t2)
+    _loss_axes(ax, eps, c, title)
+    ax.legend(fontsize=7)
+    return out
+
+
+def _mark_times(ax: plt.Axes, t1: float | None, t2: float | None) -> None:
+    for t, name, color in ((t1, "t_1", T1_COLOR), (t2, "t_2", T2_COLOR)):
+        if t is not None and t > 0:
+            ax.axvline(t, color=color, ls=":", lw=1.2)
+            where = ax.get_xaxis_transform()  # x in data, y in axes coordinates
+            ax.text(t, 0.02, f"${name}$={t:,.0f} ", color=color, fontsize=7, ha="right", va="bottom", transform=where)
+
+
+def curves_panel(
+    ax: plt.Axes, groups: list[dict], *, x_symbol: str, eps: float, c: float, title: str, log_values: bool = True
+) -> dict:
+    """One pair of loss curves per hyperparameter value (colour): training loss L_n dashed, population loss L
+    solid, against GD steps (log x), each the seeds' mean; t1 marked with a circle on L_n at eps, t2 with a
+    triangle on L at c. ``groups``: dicts with ``x``, ``curve``, ``t1``, ``t2`` (seed means or None)."""
+    cmap = plt.get_cmap("viridis")
+    out: dict = {}
+    for i, g in enumerate(groups):
+        color = cmap(0.9 * i / max(len(groups) - 1, 1))
+        steps = np.asarray(g["curve"]["step"], dtype=np.float64)
+        shown = steps > 0
+        value = g["x"]
+        label = f"{x_symbol} = {value:.3g}" if isinstance(value, float) else f"{x_symbol} = {value}"
+        for key, ls in (("train/loss", "--"), ("test/loss", "-")):
+            if key in g["curve"]:
+                y = np.asarray(g["curve"][key], dtype=np.float64)
+                ax.plot(steps[shown], y[shown], ls=ls, color=color, lw=1.3, label=label if key == "test/loss" else None)
+        if g.get("t1"):
+            ax.plot([g["t1"]], [eps], "o", color=color, ms=5, mec="k", mew=0.5)
+        if g.get("t2"):
+            ax.plot([g["t2"]], [c], "v", color=color, ms=6, mec="k", mew=0.5)
+        out[str(value)] = {"t1": g.get("t1"), "t2": g.get("t2")}
+    ax.plot([], [], "k--", lw=1, label="train $L_n$")
+    ax.plot([], [], "k-", lw=1, label="test $L$")
+    ax.plot([], [], "o", color="0.5", mec="k", mew=0.5, label="$t_1$")
+    ax.plot([], [], "v", color="0.5", mec="k", mew=0.5, label="$t_2$")
+    _loss_axes(ax, eps, c, title)
+    ax.legend(fontsize=6.5, ncol=2)
+    return out
+
+
+def accuracy_panel(
+    ax: plt.Axes, curve: dict, *, t1: float | None, t2: float | None, eps: float, c: float, title: str
+) -> dict:
+    """App. B, Fig. 5: the losses (left axis, log) and the surrogate accuracy
+    Acc(t) = Pr_x((N(x; theta_t) - N*(x))^2 <= eps) on the test set (right axis), against GD steps (log x)."""
+    steps = np.asarray(curve["step"], dtype=np.float64)
+    shown = steps > 0
+    out: dict = {"step": steps}
+    for key, label, color in (("train/loss", "train $L_n$", TRAIN_COLOR), ("test/loss", "test $L$", TEST_COLOR)):
+        y = np.asarray(curve[key], dtype=np.float64)
+        ax.plot(steps[shown], y[shown], color=color, label=label)
+        out[key] = y
+    _mark_times(ax, t1, t2)
+    _loss_axes(ax, eps, c, title)
+    acc = curve.get("test/surrogate_acc")
+    if acc is not None:
+        acc = np.asarray(acc, dtype=np.float64)
+        twin = ax.twinx()
+        twin.plot(steps[shown], acc[shown], color="tab:green", lw=1.8, label=r"surrogate accuracy (test)")
+        twin.set_ylim(-0.02, 1.02)
+        twin.set_ylabel(r"Acc$(t)$ = Pr$[(N - N^*)^2 \leq \epsilon]$", color="tab:green")
+        twin.legend(fontsize=7, loc="center left")
+        out["test/surrogate_acc"] = acc
+    ax.legend(fontsize=7, loc="lower left")
+    return out
+
+
+def nice(value: float) -> str:
+    """Short tick-like text of a hyperparameter value: 1e-05, 0.25, 100."""
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.3g}"
