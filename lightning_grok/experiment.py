@@ -28,11 +28,12 @@ from lightning_grok.callbacks.progress import StepProgressBar
 from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 from lightning_grok.config import ConfigError, to_container
 from lightning_grok.data.datamodule import FullBatchDataModule
-from lightning_grok.members import Member, build_member
+from lightning_grok.members import Member, build_member, describe_population
 from lightning_grok.rundir import RunLock, check_identity, check_writable, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.system import GrokkingModule
 from lightning_grok.theory.exact import LinearProblem
+from lightning_grok.theory.problem import closed_form
 from lightning_grok.theory.report import Theory
 from lightning_grok.tracking import make_logger, resolve_output_dir
 
@@ -78,7 +79,10 @@ def build(cfg: DictConfig) -> Built:
     for i in range(cfg.seeds):
         member_cfg = cfg if i == 0 else OmegaConf.merge(cfg, {"seed": cfg.seed + i})
         members.append(build_member(member_cfg))
-    module = GrokkingModule(cfg, [m.model for m in members], [m.tensors for m in members])
+    rows = None
+    if closed_form(cfg) and all(m.problem is not None for m in members):
+        rows = [(torch.from_numpy(m.problem.phi_test), torch.from_numpy(m.problem.y_test)) for m in members]
+    module = GrokkingModule(cfg, [m.model for m in members], [m.tensors for m in members], population_rows=rows)
     return Built(cfg, members, module)
 
 
@@ -207,6 +211,8 @@ def _fit(
         else:
             status = "diverged" if module.diverged_at is not None else "completed"
         result = phases.summarize(status=status, diverged_at=module.diverged_at)
+        for summary, member in zip(result.get("members", [result]), built.members, strict=True):
+            summary["population"] = describe_population(cfg, member)
         phases.publish(trainer, result)
     finally:
         _close_wandb()

@@ -49,3 +49,26 @@ def build_member(cfg: DictConfig) -> Member:
     if problem is not None:
         theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
     return Member(model, tensors, problem, theory, note)
+
+
+def describe_population(cfg: DictConfig, member: Member) -> dict:
+    """How the run's population loss L was measured, with its standard error at the current parameters.
+
+    ``test_loss_stderr`` (units of L) is std_i(e_i) / sqrt(N) over the N test points' squared errors
+    e_i = ||N(x_i) - y_i||^2 when L is a sample mean, and 0 where L is exact: closed-form moments (random
+    features, ``data.population=exact``), Sigma known in closed form (ridge), or the whole held-out part of a
+    finite table (modular arithmetic)."""
+    from lightning_grok.theory.population import standard_error
+    from lightning_grok.theory.problem import closed_form
+
+    t = member.tensors
+    if closed_form(cfg) and member.problem is not None:
+        return {"source": "closed form (theory/population.py)", "test_loss_stderr": 0.0}
+    if cfg.data.kind == "regression" and cfg.model.family == "ridge":
+        return {"source": "exact (Sigma in closed form)", "test_loss_stderr": 0.0}
+    if t.finite_population or t.x_test is None:
+        return {"source": "exact (the whole held-out table)", "test_loss_stderr": 0.0}
+    dtype = next(member.model.parameters()).dtype
+    with torch.no_grad():
+        err = ((member.model(t.x_test.to(dtype)) - t.y_test.to(dtype)) ** 2).sum(dim=-1)
+    return {"source": f"test set of {len(err)} points (data.n_test)", "test_loss_stderr": standard_error(err.numpy())}

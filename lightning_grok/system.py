@@ -66,8 +66,18 @@ class GrokkingModule(L.LightningModule):
     initialization and teacher), so a single run's checkpoint keys stay ``model.*``.
     """
 
-    def __init__(self, cfg: DictConfig, models: list[nn.Module], tensors: list[Tensors]):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        models: list[nn.Module],
+        tensors: list[Tensors],
+        population_rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ):
+        """``population_rows``: per member, feature-space rows P (K, m) and targets r (K, 1) whose mean squared
+        error is the closed-form population loss of every GD iterate (theory/problem.population_rows); the
+        linear kernels measure them instead of the test set. None: the test set."""
         super().__init__()
+        self.population_rows = population_rows
         self.automatic_optimization = False
         self.cfg = cfg
         self.model = models[0]
@@ -205,6 +215,12 @@ class GrokkingModule(L.LightningModule):
                         [m.features(cast(t.x_test)) for m, t in zip(self.members, self.tensors, strict=True)]
                     )
             ev.y_test, ev.theta_star = stacked(lambda t: t.y_test), stacked(lambda t: t.theta_star)
+            if self.population_rows is not None:
+                # t2 without sampling error. The rows are no points of input space, so the surrogate accuracy
+                # (a fraction of test points, Fig. 5) is not defined on them.
+                ev.x_test = torch.stack([cast(p) for p, _ in self.population_rows])
+                ev.y_test = torch.stack([cast(r) for _, r in self.population_rows])
+                ev.surrogate_eps = None
             ev.test_labels = stacked(lambda t: t.test_labels)
             ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
             y = stacked(lambda t: t.y_train[rows])

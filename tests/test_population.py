@@ -222,3 +222,29 @@ def test_standard_error_is_the_std_of_the_squared_errors_over_sqrt_n():
     assert pop.standard_error(e) == pytest.approx(np.std(e, ddof=1) / 2)
     assert math.isnan(pop.standard_error(np.array([1.0])))
     assert ExactDynamics  # imported for the run-level checks above
+
+
+def test_training_measures_the_closed_form_population_loss(tmp_path):
+    """With data.population=exact the fused kernel's test loss is the closed-form L of the trained parameters
+    (not a test-set estimate), so measured t2 equals the exact one and phases.json reports no sampling error."""
+    from conftest import fit
+
+    args = (*SMALL, "data.population=exact", "trainer.max_steps=3000", "wandb.mode=disabled", "seeds=2")
+    status, res = fit("random_features.yaml", tmp_path / "exact", *args)
+    assert status == 0
+    cfg = load("random_features.yaml", *args)
+    for i, member_res in enumerate(res["members"]):
+        member_cfg = load("random_features.yaml", *args, f"seed={cfg.seed + i}")
+        member = build_member(member_cfg)
+        # the last record is the loss of the iterate before the last step (records are L(theta_t), t < steps_run)
+        a = member.theory.exact.theta(member_res["steps_run"] - 1)[:, 0]
+        closed = feature_moments(member_cfg, member.model).loss(a)
+        assert member_res["final"]["test/loss"] == pytest.approx(closed, rel=1e-9)
+        assert member_res["t_generalize"] == member_res["exact"]["t_generalize"] is not None
+        assert member_res["population"] == {"source": "closed form (theory/population.py)", "test_loss_stderr": 0.0}
+    # sampled: the loss is a mean over data.n_test points and its standard error is reported
+    status, sampled = fit("random_features.yaml", tmp_path / "sampled", *args[:-1], "data.population=sampled")
+    assert status == 0
+    stderr = sampled["population"]["test_loss_stderr"]
+    assert sampled["population"]["source"] == "test set of 200 points (data.n_test)"
+    assert 0 < stderr < sampled["final"]["test/loss"]
