@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from lightning_grok.resources import TEST_BLOCK_ELEMENTS
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -340,7 +342,10 @@ def _linear_population(thetas: torch.Tensor, ev: Evaluation, points: torch.Tenso
 
 
 def _test_set_losses(
-    predict: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, ev: Evaluation, budget: int = 1 << 24
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    idx: torch.Tensor,
+    ev: Evaluation,
+    budget: int = TEST_BLOCK_ELEMENTS,
 ) -> dict[str, torch.Tensor]:
     """Test loss (and accuracy or surrogate accuracy) of the iterates ``idx`` (E,): {"loss": (E, B), ...};
     ``predict(j)`` gives the predictions (len(j), B, N, k) of iterates j, evaluated in blocks that keep memory

@@ -27,15 +27,19 @@ import math
 import os
 from typing import Any
 
+from lightning_grok.theory.grid import HORIZON_EFOLDS, MAX_HORIZON_STEPS, grid_length
+
 F64 = 8  # bytes of a float64 / int64: data, labels and the theory are always float64
 FRAMEWORK_BYTES = 512 << 20  # resident size of Python + torch + Lightning + numpy (measured about 400 MiB)
-TEST_BLOCK_ELEMENTS = 1 << 24  # kernels._test_set_losses evaluates test predictions in blocks of this many
+# kernels._test_set_losses evaluates test predictions in blocks of this many numbers (128 MB of float64)
+TEST_BLOCK_ELEMENTS = 1 << 24
 
 # lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
 # above this width it takes longer than the run's own set-up, so it is skipped (theory/problem.py)
 SIGMA_ESTIMATE_MAX_WIDTH = 3000
 
-# the iterate buffer of one kernel call holds about this many numbers (32 MB of float64)
+# the iterate buffer of one kernel call holds about this many numbers (32 MB of float64): large enough that a
+# call's fixed costs vanish, small enough to stay in the caches' neighbourhood and to react to signals quickly
 ITERATE_BUFFER_FLOATS = 4 << 20
 # multiply-adds of one fused two-layer call: about a second on one core, so a signal waits at most that long
 TWO_LAYER_CALL_MACS = 1 << 34
@@ -84,15 +88,13 @@ def itemsize(precision: str) -> int:
 
 
 def _grid_points(lr: float, weight_decay: float) -> int:
-    """Length of the step grid of ``theory.exact.ExactDynamics._grid``: dense to 2048, then geometric to the
-    horizon (60 e-folds of the slowest mode, 1 - eta lambda, capped at 10^13)."""
+    """Length of the step grid of ``theory.exact.ExactDynamics._grid`` (``theory.exact.step_grid``) up to the
+    horizon: HORIZON_EFOLDS e-folds of the slowest mode, 1 - eta lambda, capped at MAX_HORIZON_STEPS."""
     decay = lr * weight_decay
-    end = 10**13
+    end = MAX_HORIZON_STEPS
     if 0 < decay < 1:
-        end = int(min(end, math.ceil(60.0 / -math.log1p(-decay)) + 1))
-    if end <= 2048:
-        return end + 1
-    return 2049 + int(math.log(end / 2048) / 0.004) + 2
+        end = int(min(end, math.ceil(HORIZON_EFOLDS / -math.log1p(-decay)) + 1))
+    return grid_length(end)
 
 
 def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:

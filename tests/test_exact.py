@@ -97,3 +97,18 @@ def test_never_generalizes_and_never_overfits_are_none():
     exact = ExactDynamics(problem)
     assert exact.t_generalize(1e-30) is None  # the limit (ridge bias) is above 1e-30
     assert exact.t_overfit(1e6) is None  # starts below eps: the set {t: L_n >= eps} is empty
+
+
+@pytest.mark.parametrize("end", [10, 2048, 2049, 10**5, 10**9, 10**13])
+def test_the_step_grid_is_dense_then_geometric_and_its_length_bound_holds(end):
+    from lightning_grok.theory.grid import DENSE_GRID_STEPS, GRID_LOG_SPACING, grid_length, step_grid
+
+    grid = step_grid(end)
+    assert grid[0] == 0 and grid[-1] == end and np.all(np.diff(grid) > 0)
+    assert len(grid) <= grid_length(end)  # the memory estimate never undercounts
+    dense = grid[grid <= DENSE_GRID_STEPS]
+    assert np.array_equal(dense, np.arange(len(dense)))
+    # beyond the dense part consecutive steps are GRID_LOG_SPACING apart in log t, up to rounding to whole steps
+    tail = grid[grid >= DENSE_GRID_STEPS].astype(float)
+    if len(tail) > 1:
+        assert np.max(np.diff(np.log(tail))) <= GRID_LOG_SPACING + 1 / DENSE_GRID_STEPS

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightning_grok.theory.grid import HORIZON_EFOLDS, MAX_HORIZON_STEPS, step_grid
+
 
 @dataclass
 class LinearProblem:
@@ -183,19 +185,14 @@ class ExactDynamics:
 
     # ---- exact phase times --------------------------------------------------------------------
     def horizon(self) -> int:
-        """A step after which every transient has decayed by e^-60 (capped at 10^13)."""
+        """A step after which every transient has decayed by e^-HORIZON_EFOLDS (capped at MAX_HORIZON_STEPS)."""
         slowest = max(np.max(self._log_rho, initial=-np.inf), self._log_rho0[0])
         if slowest >= 0:
-            return 10**13
-        return int(min(10**13, np.ceil(60.0 / -slowest) + 1))
+            return MAX_HORIZON_STEPS
+        return int(min(MAX_HORIZON_STEPS, np.ceil(HORIZON_EFOLDS / -slowest) + 1))
 
     def _grid(self) -> np.ndarray:
-        end = self.horizon()
-        dense = np.arange(0, min(end, 2048) + 1)
-        if end <= 2048:
-            return dense
-        geo = np.unique(np.round(np.geomspace(2048, end, num=int(np.log(end / 2048) / 0.004) + 2)).astype(np.int64))
-        return np.unique(np.concatenate([dense, geo]))
+        return step_grid(self.horizon())
 
     def t_generalize(self, c: float) -> int | None:
         """t2(c) = min{t : L(theta_t) <= c}; None if never (Sec. 2)."""

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from lightning_grok.theory.bounds import Bound, Envelopes, Quantities, all_bounds
 from lightning_grok.theory.exact import ExactDynamics, LinearProblem
+from lightning_grok.theory.grid import LIMIT_STEP
 
 
 @dataclass
@@ -34,8 +35,8 @@ class Theory:
                 "t_overfit": t1,
                 "t_generalize": t2,
                 "grokking_time": None if t1 is None or t2 is None else t2 - t1,
-                "train_loss_limit": float(self.exact.train_loss(10**15)[0]),
-                "population_loss_limit": float(self.exact.population_loss(10**15)[0])
+                "train_loss_limit": float(self.exact.train_loss(LIMIT_STEP)[0]),
+                "population_loss_limit": float(self.exact.population_loss(LIMIT_STEP)[0])
                 if self.exact.has_population
                 else None,
             },
