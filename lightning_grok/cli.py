@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
             "--print-config", action="store_true", help="print the resolved config (YAML) of this command and exit"
         )
     t.add_argument("--json", action="store_true", help="machine-readable output")
-    from lightning_grok.reproduce import FIGURES
+    from lightning_grok.reproduce.figures import FIGURES
 
     r = sub.add_parser(
         "reproduce",
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     """Exit status: 0; 2 bad input (nothing run); otherwise the failed agents' status (figures still drawn)."""
-    from lightning_grok.reproduce import reproduce
+    from lightning_grok.reproduce.run import reproduce
 
     if args.agents < 1:
         raise ConfigError(f"invalid value for '--agents': {args.agents} (allowed: an integer >= 1)")

@@ -82,7 +82,7 @@ def times_panel(
 ) -> dict:
     """t1 and t2 (GD steps) against a hyperparameter: measured mean (solid, seed min-max band), the Eq. (8)
     bounds (dashed) and Eq. (6)/(7) (dash-dotted), the exact dynamics (dotted). ``points`` are
-    ``reproduce.point_stats`` rows. Returns the plotted arrays."""
+    ``reproduce.collect.point_stats`` rows. Returns the plotted arrays."""
     shown = [p for p in points if p["x"] is not None and (not x_log or p["x"] > 0)]
     x = np.array([p["x"] for p in shown], dtype=np.float64)
     plotted: dict = {"x": x.tolist()}

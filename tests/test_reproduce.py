@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_grok import reproduce as rep
 from lightning_grok.cli import main
-from lightning_grok.reproduce import FIGURES, panel_sweep, reproduce
+from lightning_grok.reproduce import FIGURES, panel_sweep, report, reproduce, sweeps
 
 OVERRIDES = ("wandb.mode=disabled",)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -116,7 +115,7 @@ def test_quick_accuracy_and_curves_figures(quick):
 def test_from_dir_redraws_without_training(quick, tmp_path, monkeypatch):
     out, results, _ = quick
     before = _run_dirs(out)
-    monkeypatch.setattr(rep.subprocess, "Popen", _no_process)
+    monkeypatch.setattr(sweeps.subprocess, "Popen", _no_process)
     # an earlier --out
     again = reproduce(["fig2", "fig6"], tmp_path / "redraw", quick=True, overrides=OVERRIDES, from_dir=out)
     assert not (tmp_path / "redraw" / "fig2").exists()  # no sweep directory, no run
@@ -144,7 +143,7 @@ def test_rerun_reuses_finished_runs_and_resumes_a_missing_point(quick, tmp_path,
     out, results, _ = quick
     # everything finished: no agent is started, the figure is redrawn from the same runs
     with monkeypatch.context() as m:
-        m.setattr(rep.subprocess, "Popen", _no_process)
+        m.setattr(sweeps.subprocess, "Popen", _no_process)
         again = reproduce("fig6", out, quick=True, overrides=OVERRIDES)
     assert (
         again["fig6"]["data"]["panels"]["noise_levels"]["points"]
@@ -215,7 +214,7 @@ def test_figure_goes_to_wandb_as_an_image(quick, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     _, results, _ = quick
     res = results["fig2"]
-    mode = rep.log_to_wandb("fig2", "Fig. 2", res["png"], res["fits"], ("wandb.mode=offline",), tmp_path)
+    mode = report.log_to_wandb("fig2", "Fig. 2", res["png"], res["fits"], ("wandb.mode=offline",), tmp_path)
     assert mode == "offline"
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     images = list(run_dir.rglob("figures/fig2_*.png"))

@@ -23,7 +23,7 @@ import yaml
 
 from lightning_grok.config import load_config
 from lightning_grok.sweep.agent import classify
-from lightning_grok.sweep.spec import import_sweeps, load_spec
+from lightning_grok.sweep.spec import SweepSpecError, import_sweeps, load_spec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, process_alive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,9 +106,11 @@ def test_sweep_file_is_a_valid_wandb_sweep_whose_points_all_load(path: Path, mon
     raw = yaml.safe_load(path.read_text())
     assert import_sweeps().schema_violations_from_proposed_config(raw) == []
     assert raw["method"] == "grid"
-    assert raw["metric"] == {"name": "grok/t_generalize", "goal": "minimize"}
-    assert "early_terminate" not in raw and "No early_terminate on purpose" in path.read_text()
     config = raw["command"][5]
+    # classification runs (modular arithmetic) are judged by accuracy: flat_summary's grok/acc/t_generalize
+    metric = "grok/acc/t_generalize" if config.startswith("configs/modular/") else "grok/t_generalize"
+    assert raw["metric"] == {"name": metric, "goal": "minimize"}
+    assert "early_terminate" not in raw and "No early_terminate on purpose" in path.read_text()
     assert raw["command"] == [*COMMAND[:5], config, "${args_no_hyphens}"]
     if not (REPO / config).is_file():
         pytest.skip(f"{config} does not exist yet: its grid points cannot be checked")
@@ -512,3 +514,22 @@ def test_only_this_interpreter_running_lightning_grok_is_forked():
     assert forkable_args(["/usr/bin/python3-other", "-m", "lightning_grok", *args]) is None
     assert forkable_args(["/usr/bin/env", "FOO=1", sys.executable, "-m", "lightning_grok", *args]) is None
     assert forkable_args(["bash", "wrapper.sh", *args]) is None
+
+
+def test_a_grid_sweep_whose_metric_changed_keeps_its_directory(tmp_path: Path):
+    """The metric of a grid (or random) sweep only names what W&B shows: its finished runs stay valid. Under
+    bayes the metric picks the points, so there it is a different sweep."""
+    sweep_dir = tmp_path / "sweep"
+    first = write_sweep(tmp_path / "one.yaml", GOOD | TINY)
+    SweepDir(sweep_dir).init(load_spec(first, sweep_dir=sweep_dir))
+    renamed = write_sweep(
+        tmp_path / "one.yaml", GOOD | TINY, metric={"name": "grok/acc/t_generalize", "goal": "minimize"}
+    )
+    SweepDir(sweep_dir).init(load_spec(renamed, sweep_dir=sweep_dir))  # accepted
+    bayes = tmp_path / "bayes"
+    SweepDir(bayes).init(load_spec(write_sweep(tmp_path / "b.yaml", GOOD | TINY, method="bayes"), sweep_dir=bayes))
+    other_metric = write_sweep(
+        tmp_path / "b.yaml", GOOD | TINY, method="bayes", metric={"name": "x", "goal": "maximize"}
+    )
+    with pytest.raises(SweepSpecError, match="holds a different sweep"):
+        SweepDir(bayes).init(load_spec(other_metric, sweep_dir=bayes))

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,16 @@ class SweepSpec:
             return pts
         cfg = dict(self.engine_config, method="random")
         return [params_of(sweeps.next_run(cfg, [])) for _ in range(3)]
+
+
+def same_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two sweep configs define the same runs: equal but for ``metric`` under grid and random search,
+    where the metric only names what W&B shows (bayes chooses its points by it)."""
+
+    def defining(raw: Mapping[str, Any]) -> dict:
+        return {k: v for k, v in raw.items() if not (k == "metric" and raw.get("method") in ("grid", "random"))}
+
+    return defining(a) == defining(b)
 
 
 def params_of(run: Any) -> dict:

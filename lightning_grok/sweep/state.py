@@ -32,7 +32,7 @@ import yaml
 from filelock import FileLock
 
 from lightning_grok.atomic import atomic_write_text
-from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of
+from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of, same_runs
 
 STATE_VERSION = 1
 RETRYABLE = ("failed", "crashed", "killed", "preempted")
@@ -215,7 +215,7 @@ class SweepDir:
         with self.lock:
             if self.sweep_path.is_file():
                 existing = yaml.safe_load(self.sweep_path.read_text())
-                if existing != spec.raw:
+                if not same_runs(existing, spec.raw):
                     raise SweepSpecError(
                         f"sweep directory {self.root} holds a different sweep ({self.sweep_path} differs from "
                         f"{spec.path}); pass another --sweep-dir"

@@ -7,8 +7,10 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from lightning_grok.results import normalize
 from lightning_grok.sweep.state import SweepDir, point_key, read_phases, result_of
 
 VERDICTS = {"holds": "ok", "violated": "VIOLATED", "hypothesis not met": "hyp", "undetermined": "?"}
@@ -70,11 +72,98 @@ def rows(sweep_dir: str | os.PathLike, all_attempts: bool = False) -> tuple[list
                 "exact": result.get("exact"),
                 "accuracy": result.get("accuracy"),
                 "bounds": {k: b.get("verdict") for k, b in (result.get("bounds") or {}).items()},
+                "members": _member_times(phases) if phases else [],
                 "reason": rec.get("reason"),
                 "output_dir": str(sd.run_dir(rec)),
             }
         )
+    if not all_attempts:
+        claimed = {point_key(rec["params"]) for rec in records}
+        out += [_pending_row(params) for params in _grid_points(Path(sweep_dir)) if point_key(params) not in claimed]
     return _swept_names(Path(sweep_dir), records), out
+
+
+def _grid_points(root: Path) -> list[dict]:
+    """Every point of a grid sweep (from the sweep directory's copy of its file, by W&B's engine); [] for
+    random and bayes sweeps, whose points are drawn as agents ask."""
+    from lightning_grok.sweep.spec import SweepSpecError, load_spec
+
+    try:
+        spec = load_spec(root / "sweep.yaml", check_config=False)
+    except (SweepSpecError, OSError, ValueError):
+        return []
+    return spec.points() if spec.method == "grid" else []
+
+
+def _pending_row(params: dict) -> dict:
+    return {
+        "run": "-",
+        "state": "pending",
+        "label": "pending",
+        "params": params,
+        "t_overfit": None,
+        "t_generalize": None,
+        "grokking_time": None,
+        "exact": None,
+        "accuracy": None,
+        "bounds": {},
+        "members": [],
+        "reason": None,
+        "output_dir": None,
+    }
+
+
+def _member_times(phases: dict) -> list[dict]:
+    """Each member's (t1, t2): by accuracy for classification runs, as the sweep's point table shows them."""
+    out = []
+    for m in normalize(phases)["members"]:
+        use = m.get("accuracy") or m
+        out.append({"t_overfit": use.get("t_overfit"), "t_generalize": use.get("t_generalize")})
+    return out
+
+
+def seed_aggregates(params: list[str], table: list[dict]) -> tuple[list[str], list[dict]]:
+    """Rows grouped by every swept parameter but ``seed``: seeds finished, and mean and std of t1 and t2 over
+    them (every seed of every finished run at the point, ensembles' members included). GD steps."""
+    keys = [p for p in params if p != "seed"]
+    groups: dict[str, dict] = {}
+    for row in table:
+        point = {k: row["params"].get(k) for k in keys}
+        g = groups.setdefault(point_key(point), {"params": point, "t1": [], "t2": [], "runs": 0, "pending": 0})
+        g["runs"] += 1
+        g["pending"] += row["state"] != "finished"
+        for m in row.get("members") or []:
+            g["t1"].append(m["t_overfit"])
+            g["t2"].append(m["t_generalize"])
+    out = []
+    for g in groups.values():
+        stats = {}
+        for key in ("t1", "t2"):
+            vals = [v for v in g[key] if v is not None]
+            a = np.asarray(vals, dtype=np.float64)
+            stats[key] = (float(a.mean()), float(a.std())) if len(a) else (None, None)
+            stats[f"{key}_missing"] = len(g[key]) - len(vals)
+        out.append(g | {"stats": stats, "seeds": len(g["t1"])})
+    return keys, out
+
+
+def format_aggregates(keys: list[str], groups: list[dict]) -> str:
+    """The per-point block of the table: seeds, t1 and t2 as mean +- std over seeds."""
+    header = [*keys, "seeds", "t1 mean", "t1 std", "t2 mean", "t2 std", "not reached", "not finished"]
+    lines = []
+    for g in groups:
+        st = g["stats"]
+        cells = [_fmt(g["params"][k]) for k in keys] + [str(g["seeds"])]
+        cells += [_fmt(st["t1"][0]), _fmt(st["t1"][1]), _fmt(st["t2"][0]), _fmt(st["t2"][1])]
+        cells += [str(st["t2_missing"]), str(g["pending"])]
+        lines.append(cells)
+    return "\n".join(align([header, *lines]))
+
+
+def align(table: list[list[str]]) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell."""
+    widths = [max(len(str(c)) for c in col) for col in zip(*table, strict=True)]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]
 
 
 def _fmt(v) -> str:
@@ -110,8 +199,7 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
             cells += [_fmt(acc.get("t_overfit")), _fmt(acc.get("t_generalize"))]
         cells += [VERDICTS.get(row["bounds"].get(b), _fmt(row["bounds"].get(b))) for b in bounds]
         lines.append(cells)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-    text = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in [header, *lines]]
+    text = align([header, *lines])
     counts: dict[str, int] = {}
     for row in table:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -122,7 +210,13 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
 
 
 def render(sweep_dir: str | os.PathLike, all_attempts: bool = False, as_json: bool = False) -> str:
+    """The point table; below it, when a point has several seeds (a ``seed`` parameter or ``seeds`` = K
+    ensembles), the same points aggregated over seeds."""
     params, table = rows(sweep_dir, all_attempts)
     if as_json:
         return json.dumps(table, indent=2, default=str)
-    return format_table(params, table, "attempt" if all_attempts else "point")
+    text = format_table(params, table, "attempt" if all_attempts else "point")
+    keys, groups = seed_aggregates(params, table)
+    if not all_attempts and any(g["seeds"] > 1 for g in groups):
+        text += "\n\nper point, over seeds (GD steps):\n" + format_aggregates(keys, groups)
+    return text

@@ -1,0 +1,109 @@
+"""Every figure of the paper with one command: run its sweep files through the offline agent, then draw.
+
+  lightning-grok reproduce FIGURE [FIGURE ...|all] [--quick] [--seeds K] [--agents N] [--out DIR]
+                           [--from DIR] [key=value ...]
+
+FIGURE is fig1 ... fig7 or modular (``FIGURES``). Each figure is a list of panels; each panel is a W&B sweep
+file under ``sweeps/`` (the paper's setting at full scale). ``reproduce`` writes, per panel, a sweep file
+with ``--quick`` (laptop size), ``--seeds`` and the ``key=value`` overrides applied, and runs it with the
+offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quick][-<hash>]/``:
+
+* seeds per point: ``seeds=K`` (one run, K seeds as batched tensors) where the family supports vectorized
+  seeds, else a ``seed`` list of K separate runs;
+* finished points are never rerun, so running the same command again resumes an interrupted reproduction
+  (interrupted runs resume from their checkpoints) and only draws once everything is there;
+* ``--agents N`` starts N agents on the same sweep directories (they split the points);
+* ``--from DIR`` runs nothing: it draws from run directories made elsewhere (a SLURM array of
+  ``lightning-grok sweep SWEEP --sweep-dir DIR/<sweep>``, or an earlier ``--out``).
+
+Outputs: ``<out>/<figure>.png`` and ``.pdf``, ``<out>/<figure>.json`` (every plotted number: per point the
+seeds' t1 and t2 in GD steps, the exact-dynamics times, the bounds and their verdicts; the scaling-law fits;
+the wall time) and ``<out>/<figure>_fits.md``. Unless W&B is disabled (``wandb.mode=disabled``), the PNG
+goes to a W&B run of job type ``reproduce``.
+
+Scaling laws (``scaling.fit_law``; predictions from Eqs. (6)-(8), Thm 4.2 and Remark A.14): log t2 against
+log lambda has slope -1 (t2 ~ 1/lambda); log t1 against log lambda slope 0 (lambda <= 1e-4); t1 and t2 are
+linear in ln nu^2, with the t2 slope the larger; log t1 against log(n / lambda+_min(Phi^T Phi)) slope 1.
+
+The agents run in a child interpreter (``python -m lightning_grok.reproduce --agent``): they fork one
+process per point, which is safe only in a process that has not started torch's thread pools.
+
+Modules: ``figures`` (the registry: ``FIGURES``, ``Panel``, ``FitSpec``), ``sweeps`` (a panel's sweep file, the
+jobs and the agents), ``collect`` (reading runs back, per-point statistics, mean curves; no Lightning), ``report``
+(fits, drawing, JSON, W&B, summary) and ``run`` (``reproduce``, the entry point); every public name is
+re-exported here.
+"""
+
+from lightning_grok.reproduce.collect import (
+    Run,
+    bound_verdicts,
+    combine_curves,
+    exact_overlay,
+    find_panel_dir,
+    point_stats,
+    read_runs,
+)
+from lightning_grok.reproduce.figures import (
+    FIGURES,
+    LAMBDA,
+    M_SYM,
+    MODULAR_KEYS,
+    N_SYM,
+    NOISE_KEYS,
+    NU2,
+    SETTING_KEYS,
+    Figure,
+    FitSpec,
+    Panel,
+)
+from lightning_grok.reproduce.report import compute_fits, draw_figure, fits_markdown, log_to_wandb, setting_text
+from lightning_grok.reproduce.run import reproduce
+from lightning_grok.reproduce.sweeps import (
+    CONFIGS,
+    REPO,
+    SWEEPS,
+    Job,
+    finished_points,
+    grid_size,
+    panel_dirname,
+    panel_sweep,
+    prepare_jobs,
+    run_agents,
+)
+
+__all__ = [
+    "CONFIGS",
+    "FIGURES",
+    "LAMBDA",
+    "M_SYM",
+    "MODULAR_KEYS",
+    "N_SYM",
+    "NOISE_KEYS",
+    "NU2",
+    "REPO",
+    "SETTING_KEYS",
+    "SWEEPS",
+    "Figure",
+    "FitSpec",
+    "Job",
+    "Panel",
+    "Run",
+    "bound_verdicts",
+    "combine_curves",
+    "compute_fits",
+    "draw_figure",
+    "exact_overlay",
+    "find_panel_dir",
+    "finished_points",
+    "fits_markdown",
+    "grid_size",
+    "log_to_wandb",
+    "panel_dirname",
+    "panel_sweep",
+    "point_stats",
+    "prepare_jobs",
+    "read_runs",
+    "reproduce",
+    "run_agents",
+    "setting_text",
+]

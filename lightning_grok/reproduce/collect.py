@@ -1,0 +1,257 @@
+"""Reading runs back: the run directories of a panel (from a sweep directory, a SLURM array's or an earlier
+``--out``), each seed's times, exact times and bound verdicts, the per-point statistics, the seeds' mean curves
+and the exact dynamics to overlay. No Lightning: the exact overlay imports numpy and the theory lazily."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_grok.reproduce.figures import Figure, Panel
+from lightning_grok.results import normalize
+
+
+@dataclass
+class Run:
+    """One run directory: its resolved config, the x value of its panel and its members (one per seed)."""
+
+    path: Path
+    config: dict
+    x: Any
+    members: list[dict]
+    status: str
+
+    def curves(self) -> dict | None:
+        try:
+            return json.loads((self.path / "curves.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _select(tree: Mapping, dotted: str | None) -> Any:
+    if dotted is None:
+        return None
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _member(m: dict, seed: int, accuracy: dict | None, times: str) -> dict:
+    """A seed's times (GD steps), exact times, bounds and quantities from its phases.json entry."""
+    acc = m.get("accuracy") or accuracy or {}
+    use = acc if times == "accuracy" else m
+    q = m.get("quantities") or {}
+    lam = q.get("lam_plus_min")
+    return {
+        "seed": seed,
+        "t1": use.get("t_overfit"),
+        "t2": use.get("t_generalize"),
+        "exact_t1": (m.get("exact") or {}).get("t_overfit"),
+        "exact_t2": (m.get("exact") or {}).get("t_generalize"),
+        "bounds": {
+            k: {"value": b.get("value"), "verdict": b.get("verdict")} for k, b in (m.get("bounds") or {}).items()
+        },
+        "n_over_lambda_min": q["n"] / lam if lam and q.get("n") else None,
+    }
+
+
+def read_runs(folder: Path, panel: Panel) -> tuple[list[Run], list[Path]]:
+    """Every run under ``folder`` (any depth: a sweep directory, a SLURM array's, or plain run directories),
+    and the run directories left out because they have not ended (``status: interrupted``)."""
+    runs, unfinished = [], []
+    for path in sorted(folder.rglob("phases.json")):
+        try:
+            ph = json.loads(path.read_text())
+        except (OSError, ValueError):
+            unfinished.append(path.parent)
+            continue
+        if ph.get("status") == "interrupted" or "config" not in ph:
+            unfinished.append(path.parent)
+            continue
+        cfg = ph["config"]
+        base = int(cfg.get("seed", 0))
+        members = [_member(m, base + i, m.get("accuracy"), panel.times) for i, m in enumerate(normalize(ph)["members"])]
+        runs.append(Run(path.parent, cfg, _select(cfg, panel.x_key), members, ph.get("status", "")))
+    return runs, unfinished
+
+
+def find_panel_dir(from_dir: Path, figure: Figure, panel: Panel, dirname: str) -> Path | None:
+    """Where ``--from DIR`` holds a panel's runs: DIR/<figure>/<dirname> (an earlier --out), DIR/<figure>/<sweep
+    stem>*, DIR/<sweep stem> (``lightning-grok sweep SWEEP --sweep-dir DIR/<stem>``, the SLURM array), or DIR
+    itself for a one-panel figure."""
+    stem = Path(panel.sweep).stem
+    candidates = [from_dir / figure.name / dirname, from_dir / figure.name / stem]
+    candidates += sorted((from_dir / figure.name).glob(f"{stem}*")) if (from_dir / figure.name).is_dir() else []
+    candidates += [from_dir / stem, from_dir / panel.key]
+    if len({p.sweep for p in figure.panels}) == 1:
+        candidates.append(from_dir)
+    for c in candidates:
+        if c.is_dir() and next(c.rglob("phases.json"), None) is not None:
+            return c
+    return None
+
+
+def _stats(values: Sequence[float | None]) -> dict:
+    have = [float(v) for v in values if v is not None]
+    if not have:
+        return {"mean": None, "std": None, "min": None, "max": None, "missing": len(values), "values": list(values)}
+    a = have
+    mean = sum(a) / len(a)
+    std = math.sqrt(sum((v - mean) ** 2 for v in a) / len(a))
+    return {
+        "mean": mean,
+        "std": std,
+        "min": min(a),
+        "max": max(a),
+        "missing": len(values) - len(a),
+        "values": list(values),
+    }
+
+
+def _sort_key(x: Any) -> tuple:
+    return (0, float(x)) if isinstance(x, int | float) else (1, str(x))
+
+
+def point_stats(runs: Sequence[Run]) -> list[dict]:
+    """One row per x value: the seeds' t1, t2 and exact times (mean, std, min, max over seeds, GD steps), and
+    each bound's mean value and verdict counts."""
+    groups: dict[Any, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(run.x, []).extend(run.members)
+    rows = []
+    for x in sorted(groups, key=_sort_key):
+        members = groups[x]
+        bounds: dict[str, dict] = {}
+        for name in dict.fromkeys(k for m in members for k in m["bounds"]):
+            entries = [m["bounds"].get(name) or {} for m in members]
+            values = [e.get("value") for e in entries if isinstance(e.get("value"), int | float)]
+            verdicts: dict[str, int] = {}
+            for e in entries:
+                verdicts[str(e.get("verdict"))] = verdicts.get(str(e.get("verdict")), 0) + 1
+            bounds[name] = {"mean": sum(values) / len(values) if values else None, "verdicts": verdicts}
+        rows.append(
+            {
+                "x": x,
+                "seeds": [m["seed"] for m in members],
+                "t1": _stats([m["t1"] for m in members]),
+                "t2": _stats([m["t2"] for m in members]),
+                "exact_t1": _stats([m["exact_t1"] for m in members]),
+                "exact_t2": _stats([m["exact_t2"] for m in members]),
+                "bounds": bounds,
+            }
+        )
+    return rows
+
+
+def combine_curves(runs: Sequence[Run]) -> dict | None:
+    """The seeds' mean and std of every logged curve over ``runs`` (ensembles weighted by their seed count),
+    on the step grid of the longest run (runs of one config share the logging schedule)."""
+    parts = []
+    for run in runs:
+        c = run.curves()
+        if c and c.get("step"):
+            parts.append((c, len(run.members)))
+    if not parts:
+        return None
+    steps = max((c["step"] for c, _ in parts), key=len)
+    index = {s: i for i, s in enumerate(steps)}
+    keys = [k for k in parts[0][0] if k != "step" and not k.endswith("_std")]
+    out: dict[str, list] = {"step": list(steps)}
+    for key in keys:
+        total = [0.0] * len(steps)
+        second = [0.0] * len(steps)
+        weight = [0.0] * len(steps)
+        for c, w in parts:
+            std = c.get(f"{key}_std")
+            for j, (s, v) in enumerate(zip(c["step"], c.get(key, []), strict=False)):
+                if v is None or (isinstance(v, float) and math.isnan(v)):
+                    continue
+                i = index.get(s)
+                if i is None:
+                    continue
+                sd = std[j] if std is not None else 0.0
+                total[i] += w * v
+                second[i] += w * (sd * sd + v * v)
+                weight[i] += w
+        mean = [t / w if w else math.nan for t, w in zip(total, weight, strict=True)]
+        out[key] = mean
+        if sum(w for _, w in parts) > 1:
+            out[f"{key}_std"] = [
+                math.sqrt(max(s / w - m * m, 0.0)) if w else math.nan
+                for s, w, m in zip(second, weight, mean, strict=True)
+            ]
+    return out
+
+
+def exact_overlay(runs: Sequence[Run], steps: Sequence[int]) -> dict | None:
+    """Mean exact GD dynamics (theory/exact.py) of every seed of ``runs``, rebuilt from their configs, at
+    ``steps``; None when the model has no closed form (two-layer networks) or a run cannot be rebuilt."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from lightning_grok.config import RunConfig
+    from lightning_grok.members import build_member
+    from lightning_grok.plots import exact_curves
+
+    exacts = []
+    for run in runs:
+        if run.config.get("model", {}).get("family") == "two_layer":
+            return None
+        try:
+            cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), run.config)
+        except Exception:  # noqa: BLE001 - a config from another version of the schema: draw without theory
+            return None
+        for member in run.members:
+            built = build_member(OmegaConf.merge(cfg, {"seed": member["seed"], "seeds": 1}))
+            if built.theory is None:
+                return None
+            exacts.append(built.theory.exact)
+    if not exacts:
+        return None
+    return exact_curves(exacts, np.asarray(steps, dtype=np.float64))
+
+
+def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[str, int]]:
+    """{bound: {verdict: count}} over every seed of every panel (one count per seed, not per run)."""
+    seen: set[tuple[Path, int]] = set()
+    counts: dict[str, dict[str, int]] = {}
+    for runs in panel_runs.values():
+        for run in runs:
+            for i, m in enumerate(run.members):
+                if (run.path, i) in seen:
+                    continue
+                seen.add((run.path, i))
+                for name, b in m["bounds"].items():
+                    slot = counts.setdefault(name, {})
+                    slot[str(b.get("verdict"))] = slot.get(str(b.get("verdict")), 0) + 1
+    return counts
+
+
+def _run_seconds(folder: Path | None) -> float | None:
+    """Sum of the durations of the finished runs recorded in a sweep directory's state.json (seconds)."""
+    if folder is None:
+        return None
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return sum(
+        (r.get("ended_at") or 0) - (r.get("started_at") or 0)
+        for r in state.get("runs", {}).values()
+        if r.get("state") == "finished" and r.get("ended_at")
+    )
+
+
+def _settings(folder: Path | None) -> dict | None:
+    try:
+        return yaml.safe_load((folder / "sweep.yaml").read_text())["parameters"]
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None

@@ -1,0 +1,339 @@
+"""The figure registry: what each figure of the paper is (its panels, their sweep files under ``sweeps/``, the
+swept key and how it is drawn, the ``--quick`` settings, the scaling laws fitted) and the settings shown under a
+panel's title. Data only: nothing here reads files or imports the training stack."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a figure: a sweep file, the swept key (its x axis) and how to draw it.
+
+    ``draw``: ``times`` (t1, t2 against x), ``curves`` (loss curves, one colour per x), ``ensemble`` (the
+    seeds' mean loss curves of one setting, with the exact dynamics) or ``accuracy`` (Fig. 5).
+    ``quick``: sweep parameters replaced under ``--quick`` (a list is a grid, anything else a constant).
+    ``select``: for ``ensemble``, the x value drawn when the sweep has several.
+    ``times``: ``loss`` (t1, t2 of Sec. 2) or ``accuracy`` (classification: train/test accuracy >= tau).
+    """
+
+    key: str
+    sweep: str
+    title: str
+    draw: str = "times"
+    x_key: str | None = None
+    x_symbol: str = ""
+    x_log: bool = True
+    y_log: bool = True
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    quick_seeds: int = 2
+    select: float | None = None
+    times: str = "loss"
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """A scaling law (``scaling.LAWS``) fitted to one panel's seeds: x is the panel's swept value, or
+    n / lambda+_min(Phi^T Phi) of each seed (``x="n_over_lambda_min"``); ``max_x`` keeps x <= max_x."""
+
+    law: str
+    panel: str
+    x: str = "x"
+    max_x: float | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    title: str
+    panels: tuple[Panel, ...]
+    fits: tuple[FitSpec, ...] = ()
+    claim: str = ""  # the paper's statement the figure illustrates
+
+
+LAMBDA, N_SYM, M_SYM, NU2 = r"$\lambda$", r"$n$", r"$m$", r"$\nu^2$"
+
+_FIG2_QUICK = {"model.width": 200, "data.n_train": 20, "optim.weight_decay": 1.0e-3, "trainer.max_steps": 6000}
+_FIG3_QUICK = {
+    "model.width": 500,
+    "data.input_dim": 20,
+    "data.n_train": 20,
+    "data.n_test": 200,
+    "data.n_sigma_samples": 500,
+    "optim.weight_decay": 1.0e-3,
+    "trainer.max_steps": 3000,
+    "phases.stop_margin": 0.05,
+}
+_TWO_LAYER_QUICK = {
+    "data.input_dim": 10,
+    "data.n_train": 10,
+    "model.width": 50,
+    "data.n_test": 200,
+    "optim.lr": 1.0e-2,
+    "trainer.max_steps": 3000,
+    "trainer.steps_per_call": 256,
+    "phases.stop_margin": 0.02,
+}
+_FIG4_QUICK = _TWO_LAYER_QUICK | {"optim.weight_decay": 0.1}
+_FIG6_QUICK = {
+    "model.width": 200,
+    "data.n_train": 20,
+    "optim.weight_decay": 1.0e-3,
+    "trainer.max_steps": 6000,
+    "data.label_noise_std": [0.0, 0.1, 0.3],
+}
+_MODULAR_QUICK = {  # groks (by accuracy) in about 300 steps
+    "data.modulus": 23,
+    "data.train_fraction": 0.9,
+    "optim.lr": 1.0e-2,
+    "optim.weight_decay": 1.0,
+    "trainer.max_steps": 800,
+    "trainer.steps_per_call": 32,
+}
+
+
+def _four_panels(fig: str, quick: dict, grids: dict[str, list], draw: str, quick_seeds: int) -> tuple[Panel, ...]:
+    """The weight decay, n, m, nu^2 panels of Figs. 2-4 (sweeps/<fig>_<panel>.yaml)."""
+    spec = (
+        ("weight_decay", "optim.weight_decay", LAMBDA, "weight decay"),
+        ("n_train", "data.n_train", N_SYM, "training points"),
+        ("width", "model.width", M_SYM, "parameters" if fig == "fig2" else "hidden units"),
+        ("init_scale", "model.init_scale", NU2, "initialization scale"),
+    )
+    return tuple(
+        Panel(
+            key,
+            f"{fig}_{key}.yaml",
+            f"{words} {sym}",
+            draw=draw,
+            x_key=x_key,
+            x_symbol=sym,
+            y_log=key != "init_scale",  # t1, t2 ~ ln nu^2: a log x, linear y axis shows the line
+            quick=quick | {x_key: grids[key]},
+            quick_seeds=quick_seeds,
+        )
+        for key, x_key, sym, words in spec
+    )
+
+
+FIGURES: dict[str, Figure] = {
+    f.name: f
+    for f in (
+        Figure(
+            "fig1",
+            "Fig. 1: training vs. test loss, zero teacher (left: ridge regression; right: two-layer ReLU network)",
+            (
+                Panel(
+                    "ridge",
+                    "fig1_ridge.yaml",
+                    "ridge regression",
+                    draw="ensemble",
+                    quick={"model.width": 1000, "optim.weight_decay": 1.0e-3, "trainer.max_steps": 6000},
+                    quick_seeds=4,
+                ),
+                Panel(
+                    "two_layer",
+                    "fig1_two_layer.yaml",
+                    "two-layer ReLU network (both layers trained)",
+                    draw="ensemble",
+                    quick=_TWO_LAYER_QUICK,
+                    quick_seeds=3,
+                ),
+            ),
+            claim="the training loss falls below eps long before the test loss does (grokking), for both models",
+        ),
+        Figure(
+            "fig2",
+            r"Fig. 2: ridge regression, $t_1$ and $t_2$ against the hyperparameters (Sec. 5.1)",
+            _four_panels(
+                "fig2",
+                _FIG2_QUICK,
+                {
+                    "weight_decay": [1.0e-2, 3.0e-3, 1.0e-3],
+                    "n_train": [10, 20, 40],
+                    "width": [150, 200, 400],
+                    "init_scale": [0.25, 1.0, 4.0],
+                },
+                "times",
+                2,
+            ),
+            fits=(
+                FitSpec("t2_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_weight_decay", "weight_decay", max_x=1.0e-4),
+                FitSpec("t1_vs_log_init_scale", "init_scale"),
+                FitSpec("t2_vs_log_init_scale", "init_scale"),
+                FitSpec("t1_vs_n_over_lambda_min", "n_train", x="n_over_lambda_min"),
+            ),
+            claim="t2 ~ 1/lambda while t1 does not depend on lambda; smaller n speeds up t1; m has little effect; "
+            "t1 and t2 grow like ln nu^2",
+        ),
+        Figure(
+            "fig3",
+            r"Fig. 3: random ReLU features, loss curves against the hyperparameters (Sec. 5.2)",
+            _four_panels(
+                "fig3",
+                _FIG3_QUICK,
+                {
+                    "weight_decay": [1.0e-2, 3.0e-3, 1.0e-3],
+                    "n_train": [10, 40],
+                    "width": [250, 1000],
+                    "init_scale": [0.25, 1.0, 4.0],
+                },
+                "curves",
+                2,
+            ),
+            fits=(  # nu^2 scales the frozen features here: the paper predicts no ln nu^2 law for this model
+                FitSpec("t2_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_weight_decay", "weight_decay", max_x=1.0e-4),
+                FitSpec("t1_vs_n_over_lambda_min", "n_train", x="n_over_lambda_min"),
+            ),
+            claim="smaller lambda delays generalization; smaller n speeds up training; width and init scale "
+            "do not prolong grokking much",
+        ),
+        Figure(
+            "fig4",
+            r"Fig. 4: two-layer ReLU network (both layers trained), zero teacher (Sec. 5.3)",
+            _four_panels(
+                "fig4",
+                _FIG4_QUICK,
+                {
+                    "weight_decay": [0.4, 0.2, 0.1],
+                    "n_train": [5, 20],
+                    "width": [25, 100],
+                    "init_scale": [0.25, 1.0, 4.0],
+                },
+                "times",
+                1,
+            ),
+            fits=(
+                FitSpec("t2_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_log_init_scale", "init_scale"),
+                FitSpec("t2_vs_log_init_scale", "init_scale"),
+            ),
+            claim="the dependencies of t1 and t2 on the hyperparameters match those of Fig. 2 qualitatively",
+        ),
+        Figure(
+            "fig5",
+            "Fig. 5: surrogate accuracy vs. loss, random ReLU features (App. B)",
+            (
+                Panel(
+                    "surrogate_accuracy",
+                    "fig5_surrogate_accuracy.yaml",
+                    "random ReLU features, realizable teacher",
+                    draw="accuracy",
+                    quick=_FIG3_QUICK | {"trainer.max_steps": 4000},
+                    quick_seeds=1,
+                ),
+            ),
+            claim="the loss decays smoothly, but the surrogate accuracy plateaus and then jumps: the classic "
+            "grokking picture",
+        ),
+        Figure(
+            "fig6",
+            "Fig. 6: ridge regression with label noise (App. B)",
+            (
+                Panel(
+                    "noise_0.1",
+                    "fig6_label_noise.yaml",
+                    "ridge regression with label noise",
+                    draw="ensemble",
+                    x_key="data.label_noise_std",
+                    quick=_FIG6_QUICK,
+                    select=0.1,
+                ),
+                Panel(
+                    "noise_levels",
+                    "fig6_label_noise.yaml",
+                    "several noise levels (std of the label noise)",
+                    draw="curves",
+                    x_key="data.label_noise_std",
+                    x_symbol="std",
+                    quick=_FIG6_QUICK,
+                ),
+            ),
+            claim="grokking survives label noise, and the noise level barely changes the grokking time",
+        ),
+        Figure(
+            "fig7",
+            "Fig. 7: random Fourier features, realizable teacher (App. B)",
+            (
+                Panel(
+                    "fourier",
+                    "fig7_fourier.yaml",
+                    "random Fourier features",
+                    draw="ensemble",
+                    quick={
+                        "model.width": 300,
+                        "data.input_dim": 5,
+                        "data.n_train": 20,
+                        "data.n_test": 200,
+                        "optim.weight_decay": 1.0e-3,
+                        "trainer.max_steps": 6000,
+                    },
+                ),
+            ),
+            claim="random Fourier features grok like ridge regression",
+        ),
+        Figure(
+            "modular",
+            r"Modular addition $a+b$ mod $p$, two-layer network, AdamW: times by accuracy (not in the paper)",
+            (
+                Panel(
+                    "weight_decay",
+                    "modular_weight_decay.yaml",
+                    r"decoupled weight decay $\lambda$",
+                    x_key="optim.weight_decay",
+                    x_symbol=LAMBDA,
+                    quick=_MODULAR_QUICK | {"optim.weight_decay": [0.5, 1.0, 2.0]},
+                    quick_seeds=1,
+                    times="accuracy",
+                ),
+                Panel(
+                    "train_fraction",
+                    "modular_train_fraction.yaml",
+                    "share of the table in training",
+                    x_key="data.train_fraction",
+                    x_symbol="training fraction",
+                    x_log=False,
+                    quick=_MODULAR_QUICK | {"data.train_fraction": [0.8, 0.9]},
+                    quick_seeds=1,
+                    times="accuracy",
+                ),
+                Panel(
+                    "init_scale",
+                    "modular_init_scale.yaml",
+                    r"initialization scale $\nu^2$",
+                    x_key="model.init_scale",
+                    x_symbol=NU2,
+                    y_log=False,
+                    quick=_MODULAR_QUICK | {"model.init_scale": [0.5, 2.0]},
+                    quick_seeds=1,
+                    times="accuracy",
+                ),
+            ),
+            fits=(
+                FitSpec("t2_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_weight_decay", "weight_decay"),
+                FitSpec("t1_vs_log_init_scale", "init_scale"),
+                FitSpec("t2_vs_log_init_scale", "init_scale"),
+            ),
+            claim="more weight decay shortens the delay between fitting and generalizing (Nanda et al.; "
+            "the paper's t2 ~ 1/lambda is for ridge regression)",
+        ),
+    )
+}
+
+SETTING_KEYS = (  # (config key, symbol) shown under a panel's title when every run of the panel shares it
+    ("data.n_train", "n"),
+    ("data.input_dim", "d"),
+    ("model.width", "m"),
+    ("optim.weight_decay", r"\lambda"),
+    ("model.init_scale", r"\nu^2"),
+    ("optim.lr", r"\eta"),
+)
+MODULAR_KEYS = (("data.modulus", "p"), ("data.train_fraction", "train fraction"))
+NOISE_KEYS = (("data.label_noise_std", "noise std"),)

@@ -1,0 +1,300 @@
+"""The outputs of one figure: the scaling-law fits and their markdown table, the drawn panels (PNG and PDF),
+the JSON of every plotted number, the W&B copy (job type ``reproduce``) and the printed summary. matplotlib,
+numpy and W&B are imported only when a figure is drawn or logged."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_grok.reproduce.collect import (
+    Run,
+    _run_seconds,
+    _select,
+    _settings,
+    _sort_key,
+    bound_verdicts,
+    combine_curves,
+    exact_overlay,
+    point_stats,
+)
+from lightning_grok.reproduce.figures import MODULAR_KEYS, NOISE_KEYS, SETTING_KEYS, Figure
+
+
+def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tuple[list, list[dict]]:
+    """The figure's scaling-law fits (``scaling.fit_law``, one observation per seed) and the derived
+    comparison of the ln nu^2 slopes (t2 steeper than t1: its interval above t1's)."""
+    from lightning_grok.scaling import LAWS, fit_law
+
+    reports = []
+    for spec in figure.fits:
+        law = LAWS[spec.law]
+        xs, ys = [], []
+        for run in panel_runs.get(spec.panel, ()):
+            for m in run.members:
+                x = run.x if spec.x == "x" else m.get(spec.x)
+                if x is None or (spec.max_x is not None and x > spec.max_x):
+                    continue
+                if law.x_label.startswith(("log", "ln")) and x <= 0:
+                    continue
+                xs.append(float(x))
+                ys.append(m["t1"] if spec.law.startswith("t1") else m["t2"])
+        reports.append(fit_law(spec.law, xs, ys))
+    comparisons = []
+    by_name = {r.law: r for r in reports}
+    t1, t2 = by_name.get("t1_vs_log_init_scale"), by_name.get("t2_vs_log_init_scale")
+    if t1 is not None and t2 is not None:
+        row = {"comparison": "slope of t2 vs ln nu^2 > slope of t1 vs ln nu^2", "predicted": "c2 > c1 (Sec. 4.2)"}
+        if t1.fit is None or t2.fit is None:
+            row |= {"c1": None, "c2": None, "verdict": "insufficient data"}
+        else:
+            ok = t2.fit.ci_low > t1.fit.ci_high
+            row |= {"c1": t1.fit.slope, "c2": t2.fit.slope, "verdict": "consistent" if ok else "inconsistent"}
+        comparisons.append(row)
+    return reports, comparisons
+
+
+def fits_markdown(reports: Sequence, comparisons: Sequence[dict]) -> str:
+    from lightning_grok.scaling import markdown_table
+
+    text = markdown_table(reports)
+    for c in comparisons:
+        slopes = "-" if c["c1"] is None else f"c2 = {c['c2']:.4g} vs c1 = {c['c1']:.4g}"
+        text += f"\n| {c['comparison']} | {slopes} | - | {c['predicted']} | {c['verdict']} |"
+    return text
+
+
+def _json_safe(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _thresholds(runs: Sequence[Run]) -> tuple[float, float]:
+    phases = runs[0].config.get("phases", {}) if runs else {}
+    return float(phases.get("eps", 0.01)), float(phases.get("c", 0.01))
+
+
+def _mean_time(runs: Sequence[Run], key: str) -> float | None:
+    values = [m[key] for r in runs for m in r.members if m[key] is not None]
+    return sum(values) / len(values) if values else None
+
+
+def setting_text(runs: Sequence[Run], x_key: str | None) -> str:
+    """The settings every run of a panel shares (n, d, m, lambda, nu^2, eta; p and the training fraction for
+    modular arithmetic), as mathtext in the paper's symbols, the swept key left out."""
+    from lightning_grok.plots import nice
+
+    modular = runs[0].config.get("data", {}).get("kind") == "modular"
+    keys = (MODULAR_KEYS + SETTING_KEYS[2:] if modular else SETTING_KEYS) + NOISE_KEYS
+    parts = []
+    for key, sym in keys:
+        value = _select(runs[0].config, key)
+        if key == x_key or value is None or (key == "data.n_train" and modular):
+            continue
+        if len({json.dumps(_select(r.config, key)) for r in runs}) != 1:
+            continue
+        if key == "data.label_noise_std" and not value:
+            continue
+        text = nice(value) if isinstance(value, float) else str(value)
+        parts.append(f"${sym}$={text}" if sym.startswith("\\") or len(sym) == 1 else f"{sym} {text}")
+    return ", ".join(parts)
+
+
+def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Path, note: str) -> dict:
+    """Draw every panel; returns {"paths": {png, pdf}, "panels": {key: plotted arrays}}."""
+    from lightning_grok import plots
+
+    fig, axes = plots.layout(len(figure.panels))
+    plotted: dict[str, dict] = {}
+    for ax, panel in zip(axes, figure.panels, strict=True):
+        runs = panel_runs.get(panel.key, [])
+        if not runs:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(panel.title)
+            plotted[panel.key] = {}
+            continue
+        eps, c = _thresholds(runs)
+        shared = [r for r in runs if panel.select is None or r.x == panel.select] or runs
+        title = panel.title + (" (times by accuracy)" if panel.times == "accuracy" else "")
+        setting = setting_text(shared, panel.x_key if panel.select is None else None)
+        title = f"{title}\n{setting}" if setting else title
+        if panel.draw == "times":
+            plotted[panel.key] = plots.times_panel(
+                ax,
+                point_stats(runs),
+                x_label=panel.x_symbol,
+                x_log=panel.x_log,
+                y_log=panel.y_log,
+                title=title,
+                legend=ax is axes[0],
+            )
+        elif panel.draw == "curves":
+            groups = []
+            for x in sorted({r.x for r in runs}, key=_sort_key):
+                same = [r for r in runs if r.x == x]
+                curve = combine_curves(same)
+                if curve is not None:
+                    groups.append({"x": x, "curve": curve, "t1": _mean_time(same, "t1"), "t2": _mean_time(same, "t2")})
+            plotted[panel.key] = plots.curves_panel(ax, groups, x_symbol=panel.x_symbol, eps=eps, c=c, title=title)
+            plotted[panel.key]["curves"] = {str(g["x"]): g["curve"] for g in groups}
+        else:
+            chosen = [r for r in runs if panel.select is None or r.x == panel.select] or runs
+            curve = combine_curves(chosen)
+            t1, t2 = _mean_time(chosen, "t1"), _mean_time(chosen, "t2")
+            if curve is None:
+                plotted[panel.key] = {}
+                continue
+            if panel.draw == "accuracy":
+                plotted[panel.key] = plots.accuracy_panel(ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title)
+            else:
+                exact = exact_overlay(chosen, curve["step"])
+                plotted[panel.key] = plots.ensemble_panel(
+                    ax, curve, exact=exact, t1=t1, t2=t2, eps=eps, c=c, title=title
+                )
+            plotted[panel.key] |= {"t1": t1, "t2": t2, "seeds": sum(len(r.members) for r in chosen)}
+    if note:
+        fig.text(0.005, 0.005, note, fontsize=6.5, color="0.4")
+    paths = plots.save(fig, out_dir / figure.name, figure.title)
+    return {"paths": paths, "panels": plotted}
+
+
+def log_to_wandb(
+    name: str, title: str, png: Path, fits: Sequence, overrides: Sequence[str], out_dir: Path
+) -> str | None:
+    """The figure (and its fit table) as a W&B run of job type ``reproduce``; returns the W&B mode used, None
+    when disabled. W&B settings come from the ``wandb.*`` overrides (mode auto: online when logged in)."""
+    from lightning_grok.config import load_config
+    from lightning_grok.tracking import resolve_mode, wandb_save_dir
+
+    cfg = load_config(None, [o for o in overrides if o.removeprefix("--").startswith("wandb.")], verb=None)
+    save_dir = wandb_save_dir(out_dir)
+    mode = resolve_mode(cfg, save_dir)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        job_type="reproduce",
+        name=f"reproduce-{name}",
+        dir=str(save_dir),
+        mode=mode,
+        config={"figure": name, "overrides": list(overrides)},
+        reinit="finish_previous",
+    )
+    try:
+        run.log({f"figures/{name}": wandb.Image(str(png), caption=title)})
+        if fits:
+            columns = ["law", "slope", "ci_low", "ci_high", "prediction", "verdict"]
+            table = wandb.Table(columns=columns)
+            for r in fits:
+                slope = (None, None, None) if r.fit is None else (r.fit.slope, r.fit.ci_low, r.fit.ci_high)
+                table.add_data(r.law, *slope, r.predicted, r.verdict)
+            run.log({f"fits/{name}": table})
+            for r in fits:
+                if r.fit is not None:
+                    run.summary[f"fits/{r.law}/slope"] = r.fit.slope
+    finally:
+        run.finish()
+    return mode
+
+
+def _finish_figure(figure, panel_runs, folders, unfinished, out_dir, opts, elapsed, from_dir, say) -> dict:
+    """Fits, drawing, JSON, markdown, W&B and the printed summary of one figure."""
+    reports, comparisons = compute_fits(figure, panel_runs)
+    verdicts = bound_verdicts(panel_runs)
+    drawn_at = time.time()
+    runs_total = len({run.path for runs in panel_runs.values() for run in runs})
+    note = f"lightning-grok reproduce {figure.name}{' --quick' if opts['quick'] else ''}: {runs_total} run(s)"
+    drawn = draw_figure(figure, panel_runs, out_dir, note)
+    paths = drawn["paths"]
+    table = fits_markdown(reports, comparisons)
+    md = out_dir / f"{figure.name}_fits.md"
+    md.write_text(f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n")
+    panels = {}
+    for panel in figure.panels:
+        runs = panel_runs[panel.key]
+        panels[panel.key] = {
+            "title": panel.title,
+            "x_key": panel.x_key,
+            "times": panel.times,
+            "folder": folders[panel.key],
+            "runs": len(runs),
+            "settings": None if from_dir is not None else _settings(folders[panel.key]),
+            "run_seconds": _run_seconds(folders[panel.key]),
+            "points": point_stats(runs),
+            "plotted": drawn["panels"].get(panel.key, {}),
+        }
+    data = {
+        "figure": figure.name,
+        "title": figure.title,
+        "claim": figure.claim,
+        "quick": opts["quick"],
+        "seeds": opts["seeds"],
+        "overrides": list(opts["overrides"]),
+        "from": None if from_dir is None else str(from_dir),
+        "runs": runs_total,
+        "seeds_total": sum(len(run.members) for run in {r.path: r for rs in panel_runs.values() for r in rs}.values()),
+        "wall_time_s": elapsed,
+        "draw_time_s": time.time() - drawn_at,
+        "panels": panels,
+        "fits": [r.as_dict() for r in reports],
+        "comparisons": comparisons,
+        "bound_verdicts": verdicts,
+        "unfinished_runs": [str(p) for p in unfinished],
+        "png": paths["png"],
+        "pdf": paths["pdf"],
+    }
+    json_path = out_dir / f"{figure.name}.json"
+    json_path.write_text(json.dumps(_json_safe(data), indent=1) + "\n")
+    mode = None
+    try:
+        mode = log_to_wandb(figure.name, figure.title, paths["png"], reports, opts["overrides"], out_dir)
+    except Exception as exc:  # noqa: BLE001 - the figure is on disk; W&B is a copy
+        say(f"reproduce {figure.name}: warning: not logged to W&B: {exc}")
+    say(_summary(figure, data, table, verdicts, mode))
+    return {
+        "png": paths["png"],
+        "pdf": paths["pdf"],
+        "json": json_path,
+        "fits_md": md,
+        "data": data,
+        "plotted": drawn["panels"],
+        "fits": reports,
+    }
+
+
+def _summary(figure: Figure, data: dict, table: str, verdicts: dict, mode: str | None) -> str:
+    lines = [
+        f"== {figure.name}: {figure.title}",
+        f"wrote {data['png']}, {Path(data['pdf']).name}, {figure.name}.json, {figure.name}_fits.md "
+        f"({data['runs']} runs, {data['seeds_total']} seeds; wall time {data['wall_time_s']:.1f} s)",
+    ]
+    if mode:
+        lines.append(f"logged to W&B ({mode}), job type reproduce")
+    if data["fits"] or data["comparisons"]:
+        lines.append(table)
+    if verdicts:
+        parts = [f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for name, c in verdicts.items()]
+        lines.append("bound verdicts (seeds): " + "; ".join(parts))
+    if data["unfinished_runs"]:
+        lines.append(f"{len(data['unfinished_runs'])} run(s) not drawn (interrupted): rerun the command to resume them")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""One result schema for every run, its reader, and a sweep's results as a pandas DataFrame.
+
+Every run is an ensemble of B >= 1 members (``seeds`` = B; member i is the run of seed ``seed + i``), and its
+``phases.json`` has one shape whatever B:
+
+    status, diverged_at, steps_run            how the run ended ("completed", "diverged", "interrupted")
+    t_overfit, t_generalize, grokking_time    t1, t2, t2 - t1 in GD steps: the member's for B = 1, the mean
+                                              over members for B > 1 (None if any member lacks it)
+    final                                     losses at the last recorded step (mean over members)
+    members                                   B per-member results: times, statuses, exact times, bounds,
+                                              envelopes, quantities, population, accuracy, missing
+    aggregate                                 mean, std, min, max and values of each time over members
+    config                                    the resolved config
+    schema                                    SCHEMA_VERSION
+
+For B = 1 the member's own fields (``exact``, ``bounds``, ``envelopes``, ``quantities``, ``accuracy``, ...)
+are repeated at the top level, so analysis scripts written for single runs keep working. ``load_run`` also
+reads the files of earlier versions (a single run without ``members``).
+
+Lightning-free: the sweep agent, the figures and ``sweep-table`` read results without importing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 2
+TIMES = ("t_overfit", "t_generalize", "grokking_time")
+# a member's fields that describe the run, not the member: never repeated inside members
+RUN_FIELDS = ("status", "diverged_at", "config", "members", "aggregate", "schema")
+
+
+def _stats(vals: list) -> dict:
+    if not vals or any(v is None for v in vals):
+        return {"mean": None, "std": None, "min": None, "max": None}
+    a = np.asarray(vals, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
+
+def aggregate(members: list[dict]) -> dict:
+    """Mean, std, min and max over members of each phase time (and of the exact ones); None if any is missing."""
+    out = {}
+    for key in TIMES:
+        vals = [m[key] for m in members]
+        exact = [(m.get("exact") or {}).get(key) for m in members]
+        out[key] = _stats(vals) | {"values": vals}
+        out[f"exact_{key}"] = _stats(exact)
+        out[f"{key}_matches_exact"] = (
+            all(v == e for v, e in zip(vals, exact, strict=True)) if None not in exact else None
+        )
+    return out
+
+
+def run_result(status: str, diverged_at: int | None, members: list[dict], config: dict | None) -> dict:
+    """The phases.json of a run whose members' results are ``members`` (B >= 1)."""
+    agg = aggregate(members)
+    times = {k: members[0][k] if len(members) == 1 else agg[k]["mean"] for k in TIMES}
+    res = {"status": status, "diverged_at": diverged_at, "steps_run": members[0]["steps_run"]} | times
+    res["final"] = {k: float(np.mean([m["final"][k] for m in members])) for k in members[0].get("final", {})}
+    if len(members) == 1:  # the single run's fields where single-run scripts read them
+        res |= {k: v for k, v in members[0].items() if k not in res}
+    return res | {"members": members, "aggregate": agg, "config": config, "schema": SCHEMA_VERSION}
+
+
+def normalize(raw: dict) -> dict:
+    """A phases.json of any version in the current shape (a single run of version 1 had no ``members``)."""
+    if "members" in raw:
+        return raw
+    member = {k: v for k, v in raw.items() if k not in RUN_FIELDS}
+    return run_result(raw.get("status", ""), raw.get("diverged_at"), [member], raw.get("config")) | {
+        "schema": raw.get("schema", 1)
+    }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished (or interrupted) run read back from its directory: ``phases.json`` in the current shape."""
+
+    path: Path
+    data: dict
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    @property
+    def steps_run(self) -> int:
+        return self.data["steps_run"]
+
+    @property
+    def members(self) -> list[dict]:
+        return self.data["members"]
+
+    @property
+    def config(self) -> dict:
+        return self.data.get("config") or {}
+
+    @property
+    def seeds(self) -> list[int]:
+        """Member i's seed: ``seed + i``."""
+        base = int(self.config.get("seed", 0))
+        return [base + i for i in range(len(self.members))]
+
+    @property
+    def t_overfit(self) -> float | None:
+        return self.data["t_overfit"]
+
+    @property
+    def t_generalize(self) -> float | None:
+        return self.data["t_generalize"]
+
+    @property
+    def grokking_time(self) -> float | None:
+        return self.data["grokking_time"]
+
+    def member_rows(self) -> list[dict[str, Any]]:
+        """One flat row per member: seed, times (GD steps), exact times, accuracy times, verdicts, final losses."""
+        rows = []
+        for seed, m in zip(self.seeds, self.members, strict=True):
+            row: dict[str, Any] = {"run": self.path.name, "seed": seed, "status": self.status}
+            row |= {k: m.get(k) for k in ("steps_run", *TIMES)}
+            row |= {f"exact_{k}": (m.get("exact") or {}).get(k) for k in TIMES}
+            if m.get("accuracy"):
+                row |= {f"acc_{k}": m["accuracy"].get(k) for k in TIMES}
+            row |= {f"bound/{name}": b.get("verdict") for name, b in (m.get("bounds") or {}).items()}
+            row |= {f"final/{k}": v for k, v in (m.get("final") or {}).items()}
+            rows.append(row)
+        return rows
+
+
+def load_run(run_dir: str | os.PathLike) -> RunResult:
+    """The result of the run in ``run_dir`` (its phases.json, any version). Raises FileNotFoundError when the
+    run wrote none and ValueError when the file is not JSON."""
+    path = Path(run_dir)
+    return RunResult(path, normalize(json.loads((path / "phases.json").read_text())))
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def runs_frame(root: str | os.PathLike, config_keys: list[str] | None = None):
+    """Every run under ``root`` (any depth: a sweep directory, a figure's, a SLURM array's) as a pandas DataFrame,
+    one row per member: the columns of ``RunResult.member_rows`` plus the config keys that differ between runs
+    (or ``config_keys``, dotted, e.g. ``optim.weight_decay``). Runs whose phases.json is missing or unreadable are
+    left out."""
+    import pandas as pd
+
+    results = []
+    for path in sorted(Path(root).rglob("phases.json")):
+        try:
+            results.append(load_run(path.parent))
+        except (OSError, ValueError):
+            continue
+    configs = []
+    for r in results:
+        flat: dict = {}
+        _flatten("", r.config, flat)
+        configs.append(flat)
+    if config_keys is None:
+        keys = sorted({k for c in configs for k in c})
+        varies = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+        config_keys = [k for k in varies if k not in ("seed", "output_dir")]
+    rows = [
+        {k: cfg.get(k) for k in config_keys} | row
+        for r, cfg in zip(results, configs, strict=True)
+        for row in r.member_rows()
+    ]
+    return pd.DataFrame(rows)
