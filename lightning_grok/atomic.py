@@ -21,7 +21,7 @@ def current_umask() -> int:
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None) -> None:
     """Call ``write(f)`` on a temporary file in the same folder, fsync it, then rename it over ``path``
-    (first renaming the current ``path``, if any, to ``keep_previous`` when given).
+    (first keeping the current ``path``, if any, as ``keep_previous`` when given; ``path`` never goes missing).
 
     If anything fails (a full disk, a signal turned into an exception) the temporary file is removed and
     ``path`` keeps its previous content."""
@@ -35,11 +35,25 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: 
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
+            _keep(path, Path(keep_previous))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _keep(path: Path, previous: Path) -> None:
+    """Make ``previous`` a second name of ``path``'s current file, atomically, so a reader (or a resume after
+    kill -9) always finds both files. File systems without hard links fall back to a rename, which leaves
+    ``path`` missing until the new file is renamed over it."""
+    link = previous.with_name(f".{previous.name}.link")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, previous)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(path, previous)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

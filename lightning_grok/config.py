@@ -115,7 +115,9 @@ class WandbConfig:
     mode: str = "auto"  # auto: online if logged in, else offline | online | offline | disabled
     project: str = "lightning_grok"
     entity: str | None = None
-    group: str | None = None
+    # W&B group (every run's job type is "fit"); null: a sweep's runs share one, the sweep name under
+    # `lightning-grok sweep` (the offline agent passes it), sweep-<id> under `wandb agent`; else WANDB_RUN_GROUP
+    group: str | None = None  # null: the sweep name (lightning-grok sweep), sweep-<id> (wandb agent), else none
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     run_id: str | None = None  # reuse to resume the same W&B run (requeue)
@@ -396,6 +398,8 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f"invalid value for 'phases.c': {cfg.phases.c!r} (allowed: c >= phases.eps = {cfg.phases.eps})"
         )
     _validate_features(cfg)
+    _validate_population(cfg)
+    _validate_split(cfg)
     if cfg.data.kind == "regression" and cfg.data.teacher == "student" and cfg.model.family == "two_layer":
         raise ConfigError(
             "invalid value for 'data.teacher': 'student' (allowed with model.family=two_layer: zero, linear, relu)"
@@ -422,6 +426,39 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
         raise ConfigError(
             f"invalid value for 'data.modulus': {cfg.data.modulus} (allowed: a prime, since operation "
             f"'{cfg.data.operation}' needs the field Z_p)"
+        )
+
+
+def _validate_population(cfg: DictConfig) -> None:
+    """data.population=exact needs a closed form: Sigma = I/m with theta* (ridge), the moments of
+    theory/population.py (random features, checked in _validate_features); the two-layer network has none yet."""
+    data, model = cfg.data, cfg.model
+    if data.kind != "regression" or data.population != "exact":
+        return
+    if model.family == "ridge" and data.teacher not in ("zero", "linear", "student"):
+        raise ConfigError(
+            f"invalid value for 'data.population': 'exact' with model.family='ridge' and data.teacher={data.teacher!r} "
+            "(allowed: 'sampled'; the exact population loss of ridge needs a zero, linear or student teacher)"
+        )
+    if model.family == "two_layer":
+        raise ConfigError(
+            "invalid value for 'data.population': 'exact' with model.family='two_layer' (allowed: 'sampled'; the "
+            "two-layer network's exact loss is theory.population.two_layer_population_loss, not yet measured "
+            "during training)"
+        )
+
+
+def _validate_split(cfg: DictConfig) -> None:
+    """The modular split leaves at least one training and one test pair."""
+    data = cfg.data
+    if data.kind != "modular":
+        return
+    pairs = data.modulus * (data.modulus - 1 if data.operation == "div" else data.modulus)
+    n_train = int(round(data.train_fraction * pairs))
+    if not 1 <= n_train < pairs:
+        raise ConfigError(
+            f"invalid value for 'data.train_fraction': {data.train_fraction} (gives {n_train} of {pairs} pairs "
+            "for training; allowed: at least one training and one test pair)"
         )
 
 

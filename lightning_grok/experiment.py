@@ -210,9 +210,8 @@ def _fit(
             status = "interrupted"
         else:
             status = "diverged" if module.diverged_at is not None else "completed"
-        result = phases.summarize(status=status, diverged_at=module.diverged_at)
-        for summary, member in zip(result.get("members", [result]), built.members, strict=True):
-            summary["population"] = describe_population(cfg, member)
+        populations = [{"population": describe_population(cfg, member)} for member in built.members]
+        result = phases.summarize(status=status, diverged_at=module.diverged_at, member_extras=populations)
         phases.publish(trainer, result)
     finally:
         _close_wandb()

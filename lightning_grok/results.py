@@ -177,3 +177,91 @@ def runs_frame(root: str | os.PathLike, config_keys: list[str] | None = None):
         for row in r.member_rows()
     ]
     return pd.DataFrame(rows)
+
+
+# ---- the W&B summary and the printed table ----------------------------------------------------------------------
+def format_value(v: Any) -> str:
+    """A cell of a results table: "-" for missing, 4 significant digits for floats."""
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def flat_summary(res: dict) -> dict:
+    """W&B summary keys (times in GD steps): grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/acc/...
+    (classification), grok/exact/..., grok/bound/..., final/...; for an ensemble the members' means with
+    grok/*_std. Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
+    times = ("t_overfit", "t_generalize", "grokking_time")
+    members = res.get("members") or [res]
+    single = members[0] if len(members) == 1 else {}
+    s = {f"grok/{k}": res.get(k) for k in (*times, "steps_run", "status")}
+    for k, v in (res.get("final") or {}).items():
+        s[f"final/{k}"] = v
+    accuracy = res.get("accuracy") or single.get("accuracy")
+    if accuracy:
+        s |= {f"grok/acc/{k}": accuracy.get(k) for k in times}
+    elif len(members) > 1 and all(m.get("accuracy") for m in members):  # the members' mean, None if one lacks it
+        for k in times:
+            vals = [m["accuracy"].get(k) for m in members]
+            s[f"grok/acc/{k}"] = None if None in vals else float(np.mean(vals))
+    exact = res.get("exact") or single.get("exact")
+    if exact:
+        s |= {f"grok/exact/{k}": exact.get(k) for k in times}
+    elif len(members) > 1 and all(m.get("exact") for m in members):
+        s |= {f"grok/exact/{k}": ((res.get("aggregate") or {}).get(f"exact_{k}") or {}).get("mean") for k in times}
+    for name, b in (res.get("bounds") or single.get("bounds") or {}).items():
+        s[f"grok/bound/{name}"] = b["value"]
+        s[f"grok/bound/{name}/verdict"] = b["verdict"]
+    for name, e in (res.get("envelopes") or single.get("envelopes") or {}).items():
+        s[f"grok/envelope/{name}/verdict"] = e["verdict"]
+    if len(members) > 1:
+        for k, st in (res.get("aggregate") or {}).items():
+            if isinstance(st, dict) and "std" in st:
+                s[f"grok/{k}_std"] = st["std"]
+    return s
+
+
+def format_run_table(res: dict) -> str:
+    """The table ``fit`` prints at the end: measured and exact t1, t2, t2 - t1 (GD steps), bounds and their
+    verdicts, envelopes and notes; for an ensemble one line per member and the mean, std, min and max."""
+    fmt = format_value
+    if len(res["members"]) > 1:
+        lines = [
+            f"== phase transitions of {len(res['members'])} seeds ({res['status']}, {res['steps_run']} steps) ==",
+            f"{'member':8}{'t1':>10}{'exact t1':>10}{'t2':>10}{'exact t2':>10}{'t2-t1':>10}",
+        ]
+        for i, m in enumerate(res["members"]):
+            ex = m.get("exact") or {}
+            lines.append(
+                f"{i:<8}{fmt(m['t_overfit']):>10}{fmt(ex.get('t_overfit')):>10}{fmt(m['t_generalize']):>10}"
+                f"{fmt(ex.get('t_generalize')):>10}{fmt(m['grokking_time']):>10}"
+            )
+        for key in ("t_overfit", "t_generalize", "grokking_time"):
+            a = res["aggregate"][key]
+            stats = "  ".join(f"{s} {fmt(a[s])}" for s in ("mean", "std", "min", "max"))
+            lines.append(f"{key:16} {stats}")
+        return "\n".join(lines)
+    lines = [
+        f"== phase transitions ({res['status']}, {res['steps_run']} steps) ==",
+        f"{'':24}{'measured':>12}{'exact':>12}",
+    ]
+    ex = res.get("exact") or {}
+    for key, label in (
+        ("t_overfit", "t1 (overfit)"),
+        ("t_generalize", "t2 (generalize)"),
+        ("grokking_time", "grokking time t2-t1"),
+    ):
+        lines.append(f"{label:24}{fmt(res[key]):>12}{fmt(ex.get(key)):>12}")
+    if res.get("accuracy"):
+        a = res["accuracy"]
+        lines.append(f"{'t1 by accuracy':24}{fmt(a['t_overfit']):>12}")
+        lines.append(f"{'t2 by accuracy':24}{fmt(a['t_generalize']):>12}")
+    if res.get("bounds"):
+        lines.append(f"{'bound':28}{'value':>12}  verdict")
+        for name, b in res["bounds"].items():
+            lines.append(f"{name:28}{fmt(b['value']):>12}  {b['verdict']}")
+    for name, e in res.get("envelopes", {}).items():
+        lines.append(f"{name:28}{fmt(e['worst_ratio']):>12}  {e['verdict']}")
+    for note in res.get("missing", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

@@ -233,8 +233,19 @@ def stable_run_id(cfg: DictConfig, output_dir: Path) -> str:
     return run_id
 
 
+def run_group(cfg: DictConfig) -> str | None:
+    """The W&B group of a run: ``wandb.group``; else, under ``wandb agent`` (online sweeps, which set
+    WANDB_SWEEP_ID), ``sweep-<sweep id>``; else None (wandb then reads WANDB_RUN_GROUP). The offline agent
+    (``lightning-grok sweep``) passes ``wandb.group=<sweep name>`` itself."""
+    if cfg.wandb.group:
+        return cfg.wandb.group
+    sweep_id = os.environ.get("WANDB_SWEEP_ID")
+    return f"sweep-{sweep_id}" if sweep_id else None
+
+
 def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
-    """A WandbLogger (resume='allow' under a stable id), or None when wandb.mode resolves to disabled.
+    """A WandbLogger (resume='allow' under a stable id, job type ``fit``, group ``run_group``), or None when
+    wandb.mode resolves to disabled.
 
     Call it before building anything expensive: it raises ConfigError (CLI exit 2) when the W&B directory
     cannot be written or online logging was asked for by name and cannot work, and it may take up to
@@ -260,7 +271,8 @@ def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
     return WandbLogger(
         project=w.project,
         entity=w.entity,
-        group=w.group,
+        group=run_group(cfg),
+        job_type="fit",
         name=w.name or output_dir.name,
         tags=list(w.tags),
         id=stable_run_id(cfg, output_dir),

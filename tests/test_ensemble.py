@@ -42,6 +42,7 @@ def test_rowspace_kernel_with_a_test_set_and_random_features(tmp_path):
     args = (
         "model.width=500",
         "data.input_dim=30",
+        "data.population=sampled",  # a test set: the surrogate accuracy is measured on its points
         "data.n_test=200",
         "data.n_sigma_samples=800",
         "data.teacher=student",

@@ -205,9 +205,21 @@ def test_input_distributions_have_the_documented_scale():
     ],
 )
 def test_bad_settings_name_key_value_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError, match=message):  # at validation: nothing is built
+        load("random_features.yaml", *SMALL, *overrides)
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "message"),
+    [
+        ("ridge.yaml", ("data.teacher=relu", "data.population=exact"), "needs a zero, linear or student teacher"),
+        ("modular/ridge_add.yaml", ("data.modulus=3", "data.train_fraction=0.01"), "gives 0 of 9 pairs"),
+        ("modular/ridge_add.yaml", ("data.modulus=5", "data.operation=div", "data.train_fraction=0.99"), "of 20 pairs"),
+    ],
+)
+def test_data_combinations_are_refused_when_the_config_loads(config, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        cfg = load("random_features.yaml", *SMALL, *overrides)
-        build_member(cfg)
+        load(config, *overrides)
 
 
 def test_identity_ridge_refuses_another_dimension_or_input_distribution():

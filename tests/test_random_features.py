@@ -35,7 +35,7 @@ def test_relu_teacher_is_not_realizable_so_bounds_are_not_judged(tmp_path):
 
 
 def test_frozen_layer_stays_frozen_and_surrogate_accuracy_is_logged(tmp_path):
-    args = (*SMALL, "optim.weight_decay=1e-3", "trainer.max_steps=1500")
+    args = (*SMALL, "optim.weight_decay=1e-3", "trainer.max_steps=1500", "data.population=sampled")
     built = build(load("random_features.yaml", *args))
     w0 = built.model.weight.clone()
     _, res = fit("random_features.yaml", tmp_path, *args)

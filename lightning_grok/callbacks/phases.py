@@ -22,7 +22,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_grok import wandb_theory
 from lightning_grok.detection import PhaseDetector
+from lightning_grok.results import flat_summary, format_run_table, run_result
 from lightning_grok.theory.report import Theory
 from lightning_grok.tracking import atomic_write_json
 
@@ -243,9 +245,13 @@ class PhaseTransitionCallback(Callback):
         """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble).
         Test-side values of a step the kernel did not evaluate (``evaluated``) are left out of the loggers' row
         and stored as NaN in the curves (the kernels evaluate every scheduled step, so this does not happen in
-        ``experiment.fit``)."""
+        ``experiment.fit``). The loggers' rows also carry the exact dynamics at the same steps and the step
+        metric ``gd_step`` (``wandb_theory``); curves.json keeps the measured values only."""
         lo, hi = np.searchsorted(self.schedule, [start, start + k])
-        for step in self.schedule[lo:hi]:
+        exact = {}
+        if trainer.loggers and trainer.is_global_zero and hi > lo:
+            exact = wandb_theory.exact_curves([m.theory for m in self.members], self.schedule[lo:hi])
+        for j, step in enumerate(self.schedule[lo:hi]):
             i = int(step) - start
             skip_test = evaluated is not None and not evaluated[i]
             row = {}
@@ -260,6 +266,11 @@ class PhaseTransitionCallback(Callback):
             self.curves.setdefault("step", []).append(int(step))
             if skip_test:
                 row = {key: val for key, val in row.items() if not key.startswith("test/")}
+            if not trainer.loggers:
+                continue
+            row |= {key: float(v[j]) for key, v in exact.items()}
+            row[wandb_theory.STEP_METRIC] = int(step)
+            wandb_theory.declare_curves(trainer, list(row))
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=int(step))
 
@@ -278,36 +289,26 @@ class PhaseTransitionCallback(Callback):
         return self.members[0].detector.phase()
 
     # ---- end of fit ----------------------------------------------------------------------------
-    def summarize(self, status: str = "completed", diverged_at: int | None = None) -> dict:
-        """phases.json: one run's times, or (an ensemble) each member's plus their mean and spread."""
-        head = {"status": status, "diverged_at": diverged_at}
+    def summarize(
+        self, status: str = "completed", diverged_at: int | None = None, member_extras: list[dict] | None = None
+    ) -> dict:
+        """phases.json (``results.run_result``): each member's times, exact times and bounds, plus their mean and
+        spread. ``member_extras``: further fields per member (e.g. how the population loss was measured)."""
         members = [m.summarize(self.eps, self.c, self.tau) for m in self.members]
-        if len(members) == 1:
-            return head | members[0] | {"config": self.config}
-        agg = aggregate(members)
-        top = {k: agg[k]["mean"] for k in ("t_overfit", "t_generalize", "grokking_time")}
-        return (
-            head
-            | {"steps_run": members[0]["steps_run"], "members": members, "aggregate": agg}
-            | top
-            | {
-                "final": {k: float(np.mean([m["final"][k] for m in members])) for k in members[0]["final"]},
-                "config": self.config,
-            }
-        )
+        for member, extra in zip(members, member_extras or [{}] * len(members), strict=True):
+            member.update(extra)
+        return run_result(status, diverged_at, members, self.config)
 
     @rank_zero_only
     def publish(self, trainer: L.Trainer, res: dict) -> None:
-        """phases.json and curves.json (atomically), the W&B summary, and the table on stdout."""
+        """phases.json and curves.json (atomically), the table on stdout, then W&B: the summary, the theory
+        tables, the measured-versus-exact figure and the results artifact (``wandb_theory.log_results``)."""
         if self.output_dir is not None:
             atomic_write_json(self.output_dir / "phases.json", res)
             atomic_write_json(self.output_dir / "curves.json", self.curves)
-        summary = flat_summary(res)
-        for logger in trainer.loggers:
-            exp = getattr(logger, "experiment", None)
-            if exp is not None and hasattr(exp, "summary"):
-                exp.summary.update(summary)
-        print(format_table(res))
+        print(format_run_table(res))
+        theories = [m.theory for m in self.members]
+        wandb_theory.log_results(trainer, res, flat_summary(res), self.curves, theories, self.output_dir)
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -319,101 +320,7 @@ class PhaseTransitionCallback(Callback):
         self.curves = state_dict["curves"]
 
 
-def aggregate(members: list[dict]) -> dict:
-    """Mean, std, min and max over members of each phase time (and of the exact ones); None if any is missing."""
-    out = {}
-    for key in ("t_overfit", "t_generalize", "grokking_time"):
-        vals = [m[key] for m in members]
-        exact = [(m.get("exact") or {}).get(key) for m in members]
-        out[key] = _stats(vals) | {"values": vals}
-        out[f"exact_{key}"] = _stats(exact)
-        out[f"{key}_matches_exact"] = (
-            all(v == e for v, e in zip(vals, exact, strict=True)) if None not in exact else None
-        )
-    return out
-
-
-def _stats(vals: list) -> dict:
-    if not vals or any(v is None for v in vals):
-        return {"mean": None, "std": None, "min": None, "max": None}
-    a = np.asarray(vals, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
-
-
 def _metric_name(extra: str) -> str:
     return {"train_acc": "train/acc", "test_acc": "test/acc", "test_surrogate_acc": "test/surrogate_acc"}.get(
         extra, extra
     )
-
-
-def flat_summary(res: dict) -> dict:
-    """W&B summary keys: grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/exact/..., grok/bound/..."""
-    s = {f"grok/{k}": res[k] for k in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "status")}
-    for k, v in res.get("final", {}).items():
-        s[f"final/{k}"] = v
-    if res.get("accuracy"):
-        for k in ("t_overfit", "t_generalize", "grokking_time"):
-            s[f"grok/acc/{k}"] = res["accuracy"][k]
-    if res.get("exact"):
-        for k in ("t_overfit", "t_generalize", "grokking_time"):
-            s[f"grok/exact/{k}"] = res["exact"][k]
-    for name, b in res.get("bounds", {}).items():
-        s[f"grok/bound/{name}"] = b["value"]
-        s[f"grok/bound/{name}/verdict"] = b["verdict"]
-    for name, e in res.get("envelopes", {}).items():
-        s[f"grok/envelope/{name}/verdict"] = e["verdict"]
-    for i, m in enumerate(res.get("members", [])):
-        for k in ("t_overfit", "t_generalize", "grokking_time"):
-            s[f"grok/member_{i}/{k}"] = m[k]
-    for k, st in res.get("aggregate", {}).items():
-        if isinstance(st, dict) and "std" in st:
-            s[f"grok/{k}_std"] = st["std"]
-    return s
-
-
-def format_table(res: dict) -> str:
-    def fmt(v):
-        if v is None:
-            return "-"
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    if "members" in res:
-        lines = [
-            f"== phase transitions of {len(res['members'])} seeds ({res['status']}, {res['steps_run']} steps) ==",
-            f"{'member':8}{'t1':>10}{'exact t1':>10}{'t2':>10}{'exact t2':>10}{'t2-t1':>10}",
-        ]
-        for i, m in enumerate(res["members"]):
-            ex = m.get("exact") or {}
-            lines.append(
-                f"{i:<8}{fmt(m['t_overfit']):>10}{fmt(ex.get('t_overfit')):>10}{fmt(m['t_generalize']):>10}"
-                f"{fmt(ex.get('t_generalize')):>10}{fmt(m['grokking_time']):>10}"
-            )
-        for key in ("t_overfit", "t_generalize", "grokking_time"):
-            a = res["aggregate"][key]
-            stats = "  ".join(f"{s} {fmt(a[s])}" for s in ("mean", "std", "min", "max"))
-            lines.append(f"{key:16} {stats}")
-        return "\n".join(lines)
-    lines = [
-        f"== phase transitions ({res['status']}, {res['steps_run']} steps) ==",
-        f"{'':24}{'measured':>12}{'exact':>12}",
-    ]
-    ex = res.get("exact") or {}
-    for key, label in (
-        ("t_overfit", "t1 (overfit)"),
-        ("t_generalize", "t2 (generalize)"),
-        ("grokking_time", "grokking time t2-t1"),
-    ):
-        lines.append(f"{label:24}{fmt(res[key]):>12}{fmt(ex.get(key)):>12}")
-    if res.get("accuracy"):
-        a = res["accuracy"]
-        lines.append(f"{'t1 by accuracy':24}{fmt(a['t_overfit']):>12}")
-        lines.append(f"{'t2 by accuracy':24}{fmt(a['t_generalize']):>12}")
-    if res.get("bounds"):
-        lines.append(f"{'bound':28}{'value':>12}  verdict")
-        for name, b in res["bounds"].items():
-            lines.append(f"{name:28}{fmt(b['value']):>12}  {b['verdict']}")
-    for name, e in res.get("envelopes", {}).items():
-        lines.append(f"{name:28}{fmt(e['worst_ratio']):>12}  {e['verdict']}")
-    for note in res.get("missing", []):
-        lines.append(f"note: {note}")
-    return "\n".join(lines)

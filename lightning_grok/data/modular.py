@@ -53,12 +53,7 @@ def modular_tensors(cfg: DictConfig) -> Tensors:
     x = torch.cat([eye[a], eye[b]], dim=1)
     y = eye[c]
     order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
-    n_train = int(round(d.train_fraction * len(c)))
-    if not 1 <= n_train < len(c):
-        raise ConfigError(
-            f"invalid value for 'data.train_fraction': {d.train_fraction} (gives {n_train} of {len(c)} pairs "
-            "for training; allowed: at least one training and one test pair)"
-        )
+    n_train = int(round(d.train_fraction * len(c)))  # at least one pair on each side: config._validate_split
     tr, te = order[:n_train], order[n_train:]
     return Tensors(
         x_train=x[tr],

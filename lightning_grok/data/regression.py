@@ -166,25 +166,15 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
         noise = torch.randn(y_clean.shape, generator=generator(seed, "noise"), dtype=torch.float64)
         y_train = y_clean + data.label_noise_std * noise
 
-    exact = data.population == "exact"
-    if exact and family == "ridge" and theta_star is None:
-        raise ConfigError(
-            f"invalid value for 'data.population': 'exact' with model.family='ridge' and data.teacher={data.teacher!r} "
-            "(allowed: 'sampled'; the exact population loss of ridge needs a zero, linear or student teacher)"
-        )
+    exact = data.population == "exact"  # the combinations allowed: config._validate_population
     x_test = y_test = None
     if exact and project:
         # the d points z = sqrt(s2 d) e_i: their features sqrt(s2) W^T give the exact population loss
         x_test = math.sqrt(input_variance(data.input_dist, latent_dim(cfg))) * w_proj.T.contiguous()
         y_test = teacher(x_test)
     elif exact and not gaussian_identity:
-        if family != "random_features":
-            raise ConfigError(
-                f"invalid value for 'data.population': 'exact' with model.family={family!r} (allowed: 'sampled'; "
-                "the two-layer network's exact loss is theory.population.two_layer_population_loss, "
-                "not yet measured during training)"
-            )
-        # the theory uses the closed form (theory/problem.py); training still measures this test set
+        # random features: training and theory use the closed-form rows (theory/problem.population_rows); this
+        # test set serves the optimizers without a closed form (sgd, adamw), which measure it instead
         x_test = draw(data.n_test, "test")
         y_test = teacher(x_test)
     elif not exact:

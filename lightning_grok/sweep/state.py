@@ -32,6 +32,7 @@ import yaml
 from filelock import FileLock
 
 from lightning_grok.atomic import atomic_write_text
+from lightning_grok.results import flat_summary, normalize
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of, same_runs
 
 STATE_VERSION = 1
@@ -116,36 +117,35 @@ def read_phases(path: Path) -> dict | None:
 
 
 def result_of(phases: dict) -> dict:
-    """The part of a run's phases.json the sweep keeps: times, status, bound verdicts, final losses."""
-    res = {
-        k: phases.get(k) for k in ("status", "steps_run", "t_overfit", "t_generalize", "grokking_time", "diverged_at")
-    }
+    """The part of a run's phases.json the sweep keeps: times, status, bound verdicts, final losses, and each
+    member's times (so an ensemble's summary can be rebuilt)."""
+    times = ("t_overfit", "t_generalize", "grokking_time")
+
+    def times_of(part: dict | None) -> dict | None:
+        return {k: part.get(k) for k in times} if part else None
+
+    res = {k: phases.get(k) for k in ("status", "steps_run", *times, "diverged_at")}
     for part in ("exact", "accuracy"):
         if phases.get(part):
-            res[part] = {k: phases[part].get(k) for k in ("t_overfit", "t_generalize", "grokking_time")}
+            res[part] = times_of(phases[part])
     res["bounds"] = {
         name: {"value": b.get("value"), "verdict": b.get("verdict")} for name, b in (phases.get("bounds") or {}).items()
     }
     res["final"] = phases.get("final") or {}
+    members = normalize(phases)["members"]
+    if len(members) > 1:
+        res["members"] = [
+            {k: m.get(k) for k in times} | {p: times_of(m.get(p)) for p in ("exact", "accuracy") if m.get(p)}
+            for m in members
+        ]
+        res["aggregate"] = {k: v for k, v in (phases.get("aggregate") or {}).items() if k.startswith("exact_")}
     return res
 
 
 def summary_metrics(result: dict | None) -> dict:
-    """The W&B summary keys the run itself logs (callbacks.phases.flat_summary), for the bayes engine.
-
-    Rebuilt here from the kept result because importing the callback would load Lightning in every agent.
-    """
-    if not result:
-        return {}
-    s = {f"grok/{k}": result.get(k) for k in ("t_overfit", "t_generalize", "grokking_time", "steps_run", "status")}
-    s.update({f"final/{k}": v for k, v in (result.get("final") or {}).items()})
-    for part, prefix in (("accuracy", "grok/acc/"), ("exact", "grok/exact/")):
-        for k, v in (result.get(part) or {}).items():
-            s[prefix + k] = v
-    for name, b in (result.get("bounds") or {}).items():
-        s[f"grok/bound/{name}"] = b.get("value")
-        s[f"grok/bound/{name}/verdict"] = b.get("verdict")
-    return s
+    """The W&B summary keys the run itself logs (``results.flat_summary``), rebuilt from the kept result for
+    the bayes engine."""
+    return flat_summary(result) if result else {}
 
 
 def point_key(params: dict) -> str:

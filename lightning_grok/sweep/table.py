@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lightning_grok.results import normalize
+from lightning_grok.results import format_value, normalize
 from lightning_grok.sweep.state import SweepDir, point_key, read_phases, result_of
 
 VERDICTS = {"holds": "ok", "violated": "VIOLATED", "hypothesis not met": "hyp", "undetermined": "?"}
@@ -153,8 +153,8 @@ def format_aggregates(keys: list[str], groups: list[dict]) -> str:
     lines = []
     for g in groups:
         st = g["stats"]
-        cells = [_fmt(g["params"][k]) for k in keys] + [str(g["seeds"])]
-        cells += [_fmt(st["t1"][0]), _fmt(st["t1"][1]), _fmt(st["t2"][0]), _fmt(st["t2"][1])]
+        cells = [format_value(g["params"][k]) for k in keys] + [str(g["seeds"])]
+        cells += [format_value(v) for v in (*st["t1"], *st["t2"])]
         cells += [str(st["t2_missing"]), str(g["pending"])]
         lines.append(cells)
     return "\n".join(align([header, *lines]))
@@ -164,14 +164,6 @@ def align(table: list[list[str]]) -> list[str]:
     """Rows of cells as lines, each column as wide as its widest cell."""
     widths = [max(len(str(c)) for c in col) for col in zip(*table, strict=True)]
     return ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def format_table(params: list[str], table: list[dict], unit: str = "point") -> str:
@@ -190,14 +182,14 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
     lines = []
     for row in table:
         ex = row["exact"] or {}
-        cells = [row["run"], row["label"], *(_fmt(row["params"].get(p)) for p in params)]
-        cells += [_fmt(row["t_overfit"]), _fmt(row["t_generalize"]), _fmt(row["grokking_time"])]
+        cells = [row["run"], row["label"], *(format_value(row["params"].get(p)) for p in params)]
+        cells += [format_value(row["t_overfit"]), format_value(row["t_generalize"]), format_value(row["grokking_time"])]
         if has_exact:
-            cells += [_fmt(ex.get("t_overfit")), _fmt(ex.get("t_generalize"))]
+            cells += [format_value(ex.get("t_overfit")), format_value(ex.get("t_generalize"))]
         if has_acc:
             acc = row.get("accuracy") or {}
-            cells += [_fmt(acc.get("t_overfit")), _fmt(acc.get("t_generalize"))]
-        cells += [VERDICTS.get(row["bounds"].get(b), _fmt(row["bounds"].get(b))) for b in bounds]
+            cells += [format_value(acc.get("t_overfit")), format_value(acc.get("t_generalize"))]
+        cells += [VERDICTS.get(row["bounds"].get(b), format_value(row["bounds"].get(b))) for b in bounds]
         lines.append(cells)
     text = align([header, *lines])
     counts: dict[str, int] = {}

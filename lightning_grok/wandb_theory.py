@@ -1,0 +1,276 @@
+"""The theory beside the measurement in W&B: exact curves, step metric, tables, figure and results artifact.
+
+Every time and every x axis is in GD steps. What a run sends W&B (rank 0 only, nothing under
+``wandb.mode=disabled``, where the run has no W&B logger):
+
+* history, one row per logged step of the geometric schedule: the measured ``train/loss``, ``test/loss``
+  (accuracies where there are any; the members' mean, with ``*_std``, for an ensemble), the exact GD
+  dynamics of the same tensors ``exact/train/loss`` (L_n, Eq. 1) and ``exact/test/loss`` (L) at the same
+  steps (the members' mean and std, like the measured keys), and the step metric ``gd_step``; every curve
+  key is declared with ``define_metric(key, step_metric="gd_step")`` so the UI plots it against GD steps.
+  Lightning's ``WandbLogger.log_metrics(row, step=...)`` adds ``trainer/global_step`` (the same GD step
+  here, never W&B's own ``_step``) and declares ``*`` against it; the named declarations take precedence.
+* summary: ``results.flat_summary`` (phase times declared ``summary="last"``: the value the run
+  wrote last, which is what a sweep reads).
+* tables: ``theory/bounds`` (one row per member and bound: the paper's equation, the time it bounds, its side,
+  value, the measured time, verdict, the hypotheses not met), ``theory/exact_vs_measured`` (t1, t2 against the
+  exact dynamics per member) and ``theory/members`` (seed, times, exact times, final losses per member).
+* image ``theory/curves``: L_n and L against GD steps (log x), measured solid, exact dashed, t1 and t2 marked.
+* artifact ``results-<run id>`` of type ``results``: ``phases.json`` and ``curves.json``.
+
+W&B never stops the science: a failure while logging a table, the figure or the artifact prints one line
+``lightning-grok: W&B: could not log ... (<error>)`` on stderr and the run goes on (its files are written).
+wandb and matplotlib are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
+
+STEP_METRIC = "gd_step"  # logged in every history row: the GD step of the row
+EXACT_PREFIX = "exact/"  # exact/train/loss, exact/test/loss
+TIMES = ("t_overfit", "t_generalize", "grokking_time")
+
+_declared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wandb run -> keys declared in it
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    print(f"lightning-grok: W&B: could not log {what} ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+
+
+def wandb_runs(trainer: Any) -> list[Any]:
+    """The wandb Run of each of the trainer's ``WandbLogger``s (none when W&B is disabled)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    runs = []
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if hasattr(run, "define_metric") and hasattr(run, "log"):
+                runs.append(run)
+    return runs
+
+
+def exact_curves(theories: Sequence[Any], steps: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact training loss L_n and population loss L at ``steps`` (GD steps) as ``exact/train/loss`` and
+    ``exact/test/loss``: one member's values, or the members' mean with ``*_std`` (as the measured keys).
+    Empty when a member has no closed form; no ``exact/test/loss`` when one has no population loss."""
+    steps = np.asarray(steps, dtype=np.int64)
+    if not len(theories) or any(th is None for th in theories) or not len(steps):
+        return {}
+    exacts = [th.exact for th in theories]
+    values = {"train/loss": np.array([e.train_loss(steps) for e in exacts])}
+    if all(e.has_population for e in exacts):
+        values["test/loss"] = np.array([e.population_loss(steps) for e in exacts])
+    out = {}
+    for key, v in values.items():  # v: (members, steps)
+        out[EXACT_PREFIX + key] = v.mean(axis=0)
+        if len(exacts) > 1:
+            out[f"{EXACT_PREFIX}{key}_std"] = v.std(axis=0)
+    return out
+
+
+@rank_zero_only
+def declare_curves(trainer: Any, keys: Sequence[str]) -> None:
+    """``define_metric(key, step_metric="gd_step")`` for each curve key not yet declared in the run (once per
+    run and key, before its first row)."""
+    for run in wandb_runs(trainer):
+        done = _declared.setdefault(run, set())
+        new = [k for k in keys if k not in done]
+        if not new:
+            continue
+        try:
+            if STEP_METRIC not in done:
+                run.define_metric(STEP_METRIC)
+            for key in new:
+                if key != STEP_METRIC:
+                    run.define_metric(key, step_metric=STEP_METRIC, step_sync=True)
+        except Exception as exc:  # noqa: BLE001 - W&B never stops a run
+            _warn("the metric definitions", exc)
+        done.update(new)
+        done.add(STEP_METRIC)
+
+
+def _members(res: dict) -> list[dict]:
+    """Each member's result: ``members`` (any length), else the run itself (a single run of an older shape)."""
+    return res.get("members") or [res]
+
+
+def _seed(res: dict, i: int) -> int | None:
+    seed = (res.get("config") or {}).get("seed")
+    return None if seed is None else int(seed) + i
+
+
+def _matches(exact: dict) -> bool | None:
+    flags = [exact.get("t_overfit_matches"), exact.get("t_generalize_matches")]
+    if False in flags:
+        return False
+    return True if all(f is True for f in flags) else None
+
+
+def bounds_rows(res: dict) -> list[list]:
+    """One row per (member, bound): member, name, source, target, side, value, measured, verdict, and the
+    hypotheses that are not met ("; "-joined, "(not required)" after those the proof does not need)."""
+    rows = []
+    for i, m in enumerate(_members(res)):
+        for name, b in (m.get("bounds") or {}).items():
+            failed = [
+                h.get("statement", "") + ("" if h.get("required", True) else " (not required)")
+                for h in b.get("hypotheses") or []
+                if not h.get("met", True)
+            ]
+            rows.append(
+                [
+                    i,
+                    name,
+                    b.get("source"),
+                    b.get("target"),
+                    b.get("side"),
+                    b.get("value"),
+                    b.get("measured"),
+                    b.get("verdict"),
+                    "; ".join(failed),
+                ]
+            )
+    return rows
+
+
+BOUNDS_COLUMNS = ["member", "name", "source", "target", "side", "value", "measured", "verdict", "failed_hypotheses"]
+EXACT_COLUMNS = ["member", "t1", "exact_t1", "t2", "exact_t2", "matches"]
+MEMBERS_COLUMNS = [
+    "member",
+    "seed",
+    "t1",
+    "t2",
+    "grokking_time",
+    "exact_t1",
+    "exact_t2",
+    "final_train_loss",
+    "final_test_loss",
+]
+
+
+def exact_rows(res: dict) -> list[list]:
+    """Per member with exact dynamics: t1, exact t1, t2, exact t2 (GD steps) and whether both match."""
+    rows = []
+    for i, m in enumerate(_members(res)):
+        ex = m.get("exact")
+        if ex:
+            t1, t2 = m.get("t_overfit"), m.get("t_generalize")
+            rows.append([i, t1, ex.get("t_overfit"), t2, ex.get("t_generalize"), _matches(ex)])
+    return rows
+
+
+def member_rows(res: dict) -> list[list]:
+    """Per member: index, seed, t1, t2, t2 - t1, exact t1, exact t2 (GD steps), final training and test loss."""
+    rows = []
+    for i, m in enumerate(_members(res)):
+        ex, final = m.get("exact") or {}, m.get("final") or {}
+        rows.append(
+            [i, _seed(res, i), *(m.get(k) for k in TIMES), ex.get("t_overfit"), ex.get("t_generalize")]
+            + [final.get("train/loss"), final.get("test/loss")]
+        )
+    return rows
+
+
+def curves_figure(res: dict, curves: dict, theories: Sequence[Any]) -> Any | None:
+    """Matplotlib figure (Agg): L_n and L against GD steps, log x, measured solid (members' mean, +- std band),
+    exact dashed, t1 and t2 marked (``plots.ensemble_panel``). None without curves or exact dynamics."""
+    steps = np.asarray(curves.get("step") or [], dtype=np.int64)
+    exact = exact_curves(theories, steps)
+    if not len(steps) or not exact:
+        return None
+    from lightning_grok import plots  # matplotlib, Agg backend
+
+    first, count = _members(res)[0], len(_members(res))
+    phases = (res.get("config") or {}).get("phases") or {}
+    eps, c = first.get("eps", phases.get("eps")), first.get("c", phases.get("c"))
+    fig, ax = plots.plt.subplots(figsize=(6.4, 4.4))
+    plots.ensemble_panel(
+        ax,
+        curves,
+        exact={k[len(EXACT_PREFIX) :]: v for k, v in exact.items() if not k.endswith("_std")},
+        t1=res.get("t_overfit"),
+        t2=res.get("t_generalize"),
+        eps=eps,
+        c=c,
+        title="measured (solid) vs exact GD (dashed)" + (f", mean of {count} seeds" if count > 1 else ""),
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _log_table(run: Any, key: str, what: str, columns: list[str], rows: list[list]) -> None:
+    if not rows:
+        return
+    try:
+        import wandb
+
+        run.log({key: wandb.Table(columns=columns, data=rows, allow_mixed_types=True)})
+    except Exception as exc:  # noqa: BLE001 - W&B never stops a run
+        _warn(what, exc)
+
+
+def _log_figure(run: Any, res: dict, curves: dict, theories: Sequence[Any]) -> None:
+    fig = None
+    try:
+        fig = curves_figure(res, curves, theories)
+        if fig is not None:
+            import wandb
+
+            run.log({"theory/curves": wandb.Image(fig)})
+    except Exception as exc:  # noqa: BLE001
+        _warn("the measured-versus-exact figure", exc)
+    finally:
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+
+def _log_artifact(run: Any, output_dir: Path | None) -> None:
+    files = [output_dir / name for name in ("phases.json", "curves.json")] if output_dir is not None else []
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return
+    try:
+        import wandb
+
+        artifact = wandb.Artifact(f"results-{run.id}", type="results", description="phases.json and curves.json")
+        for path in files:
+            artifact.add_file(str(path), name=path.name)
+        run.log_artifact(artifact)
+    except Exception as exc:  # noqa: BLE001
+        _warn("the results artifact", exc)
+
+
+@rank_zero_only
+def log_results(
+    trainer: Any, res: dict, summary: dict, curves: dict, theories: Sequence[Any], output_dir: Path | None
+) -> None:
+    """At the end of a run, to each W&B run of the trainer: the summary (phase times declared
+    ``summary="last"``), the bounds, exact-versus-measured and members tables, the figure and the results
+    artifact (``output_dir``'s phases.json and curves.json, already written). Never raises for W&B's sake."""
+    for run in wandb_runs(trainer):
+        try:
+            for key in summary:
+                if key.startswith("grok/") and key.rsplit("/", 1)[-1] in TIMES:
+                    run.define_metric(key, summary="last")
+        except Exception as exc:  # noqa: BLE001
+            _warn("the summary metric definitions", exc)
+        try:
+            run.summary.update(summary)
+        except Exception as exc:  # noqa: BLE001
+            _warn("the summary", exc)
+        _log_table(run, "theory/bounds", "the bounds table", BOUNDS_COLUMNS, bounds_rows(res))
+        _log_table(run, "theory/exact_vs_measured", "the exact-versus-measured table", EXACT_COLUMNS, exact_rows(res))
+        _log_table(run, "theory/members", "the members table", MEMBERS_COLUMNS, member_rows(res))
+        _log_figure(run, res, curves, theories)
+        _log_artifact(run, output_dir)
