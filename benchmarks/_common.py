@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: the ridge config, one run's tensors, and lightning_grok's fused GD kernel
+"""Shared by the benchmark scripts: the ridge config, one run's tensors, and lightning_grok's fused GD loop
 driven directly (no Lightning). Not a benchmark itself."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from lightning_grok.config import load_config
 from lightning_grok.experiment import Built, build
-from lightning_grok.kernels import Evaluation, LinearGDKernel
+from lightning_grok.gd_loops import LinearGDLoop, PopulationSide
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "ridge.yaml"
@@ -85,7 +85,7 @@ def load_problem(*overrides: str) -> tuple[Problem, Built]:
 
 
 class FusedGD:
-    """lightning_grok's ``LinearGDKernel`` for one run, called directly in a Python loop (no Lightning).
+    """lightning_grok's ``LinearGDLoop`` for one run, called directly in a Python loop (no Lightning).
 
     Works with the single-run kernel (Phi of shape (n, m)) and with a kernel batched over ensemble members
     (Phi of shape (B, n, m), here B = 1): whichever the installed kernel accepts.
@@ -93,19 +93,19 @@ class FusedGD:
 
     def __init__(self, p: Problem, per_call: int):
         self.per_call = per_call
-        ev = Evaluation(theta_star=p.theta_star, sigma_scale=p.sigma_scale)
+        ev = PopulationSide(theta_star=p.theta_star, sigma_scale=p.sigma_scale)
         errors = []
         for lead in ((), (1,)):
             try:
                 phi, y = self._shape(p.phi, lead), self._shape(p.y, lead)
-                kernel = LinearGDKernel(phi, y, p.lr, p.weight_decay, p.n, ev, per_call)
+                kernel = LinearGDLoop(phi, y, p.lr, p.weight_decay, p.n, ev, per_call)
                 kernel.run(self._shape(p.theta0, lead).clone(), 0, 1)
             except (IndexError, RuntimeError, ValueError) as exc:
                 errors.append(exc)
                 continue
             self.kernel, self.lead = kernel, lead
             return
-        raise RuntimeError(f"LinearGDKernel accepts neither the (n, m) nor the (B, n, m) layout: {errors}")
+        raise RuntimeError(f"LinearGDLoop accepts neither the (n, m) nor the (B, n, m) layout: {errors}")
 
     @staticmethod
     def _shape(t: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:

@@ -10,7 +10,7 @@ n=100, m=1000, eta=1, eps=c=0.01, float64, CPU), on the tensors ``experiment.bui
 
 * ``exact``: ``ExactDynamics(problem)`` (one SVD) + ``t_overfit(eps)`` + ``t_generalize(c)`` - closed form, no
   iteration. Required: under 1 s at every lambda.
-* ``GD``: iterating GD until t2 with lightning_grok's fused kernel (``LinearGDKernel.run`` in a plain Python loop,
+* ``GD``: iterating GD until t2 with lightning_grok's fused GD loop (``LinearGDLoop.run`` in a plain Python loop,
   K=256 steps per call, no Lightning), every step's training and population loss recorded and fed to the
   streaming ``PhaseDetector``, stopping at the end of the call in which the population loss first reaches c.
   This is the fastest way to iterate in this repository (about twice a hand-written loop's steps/s, see

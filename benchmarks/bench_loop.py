@@ -12,7 +12,7 @@ loss and population loss recorded by each contender:
 * ``hand-written loop``: what a researcher writes by hand, one step at a time
       r = Phi @ theta - y;  train[t] = ||r||^2 / (2n);  pop[t] = ||theta - theta*||^2 / m
       theta = theta - eta * (Phi^T r / n + lambda * theta)
-* ``fused kernel``: lightning_grok's own ``LinearGDKernel.run`` (two BLAS calls per step, the losses of a
+* ``fused GD loop``: lightning_grok's own ``LinearGDLoop.run`` (two BLAS calls per step, the losses of a
   block of K iterates at once) called in a plain Python loop: the arithmetic of the Lightning path, no Lightning.
 * ``Lightning K=...``: the real training path, ``experiment.fit(cfg)`` (phase callback, checkpoint callback,
   W&B disabled, no progress bar), at several ``trainer.steps_per_call`` values K. Only ``Trainer.fit`` is timed:
@@ -26,7 +26,7 @@ against the hand-written loop's to 1e-9 relative (the script fails otherwise): t
 How to read the table: ``steps/s`` is the median over repetitions. ``/hand`` is the median of the per-repetition
 ratios (steps/s of this row) / (steps/s of the hand-written loop in the same repetition): above 1 the row is
 faster than the hand-written loop. The project's target is Lightning/hand >= 0.9 on the ridge defaults.
-``/fused`` is the same against the fused kernel without Lightning: 1 - (/fused) is the framework's overhead.
+``/fused`` is the same against the fused GD loop without Lightning: 1 - (/fused) is the framework's overhead.
 The ``where the time goes`` table splits ``Trainer.fit`` (median shares): the kernel's GD steps with the training
 loss and ||theta||^2 of the block, the population loss of the block, the phase callback, and the rest
 (Lightning's loops and hooks, setup, the end-of-fit checkpoint and phases.json).
@@ -58,11 +58,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_grok import kernels
 from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.kernels import LinearGDKernel
+from lightning_grok.gd_loops import LinearGDLoop
 
 RTOL = 1e-9
 TARGET = 0.9
-HAND, FUSED = "hand-written loop", "fused kernel, no Lightning"
+HAND, FUSED = "hand-written loop", "fused GD loop, no Lightning"
 
 
 @dataclass
@@ -94,7 +94,7 @@ def run_hand(p: Problem, steps: int) -> Outcome:
     return Outcome(seconds, float(train[-1]), float(pop[-1]), theta)
 
 
-# ---- contender 2: lightning_grok's fused kernel, no Lightning --------------------------------------------------------
+# ---- contender 2: lightning_grok's fused GD loop, no Lightning ------------------------------------------------------
 def run_fused(gd: FusedGD, p: Problem, steps: int) -> Outcome:
     theta = gd.start(p.theta0)
     start = time.perf_counter()
@@ -105,7 +105,7 @@ def run_fused(gd: FusedGD, p: Problem, steps: int) -> Outcome:
 
 # ---- contender 3: the Lightning path -------------------------------------------------------------------------------
 PARTS = {  # where the time goes inside Trainer.fit: (owner, attribute)
-    "kernel": (LinearGDKernel, "run"),
+    "kernel": (LinearGDLoop, "run"),
     "population loss": (kernels, "_linear_population"),
     "phase callback": (PhaseTransitionCallback, "on_train_batch_end"),
     "phase callback (end)": (PhaseTransitionCallback, "on_fit_end"),

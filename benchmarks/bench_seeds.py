@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_seeds.py [--seeds 16] [--steps 25000] [--reps 1] [--json out.json]
 
 Times ``experiment.fit`` end to end (build, theory, training, checkpoint) for one run with ``seeds=K``
-(the K members batched in one row-space kernel) and for K sequential runs with ``seed=0..K-1`` (the
+(the K members batched in one row-space GD loop) and for K sequential runs with ``seed=0..K-1`` (the
 default kernel), interleaved, in one process. Prints both wall times and their ratio (sequential /
 vectorized: > 1 means the ensemble is faster), and checks that every member's t1 and t2 equal those of
 the sequential run with its seed.

@@ -15,10 +15,10 @@ lambda = 0.05, zero teacher, 500 test points, float32), all contenders on the te
      ``0.5 ||relu(X W^T) a - Y||^2 / n``, training loss and test loss (1/N) sum ||N(x) - y||^2 recorded every step;
    * ``hand-written, manual gradients``: the same with the gradients written out (no autograd), both losses
      every step;
-   * ``fused kernel, sparse eval``: lightning_grok's ``TwoLayerGDKernel`` called in a Python loop (no Lightning),
+   * ``fused GD loop, sparse eval``: lightning_grok's ``TwoLayerGDLoop`` called in a Python loop (no Lightning),
      training loss every step, test loss every s-th step (automatic s) and at the steps the configured
      1,000,000-step run logs (400 points, geometric), with the replays that keep t1 and t2 exact;
-   * ``fused kernel, every step``: the same kernel evaluating the test loss at every step (``eval_every=1``);
+   * ``fused GD loop, every step``: the same kernel evaluating the test loss at every step (``eval_every=1``);
    * ``Lightning (experiment.fit)``: the real training path (phase callback, checkpoint, W&B disabled) with
      ``trainer.max_steps`` = the timed steps, so its 400 logged steps (each evaluated) are denser than in the
      fused contender; only ``Trainer.fit`` is on the clock.
@@ -30,7 +30,7 @@ lambda = 0.05, zero teacher, 500 test points, float32), all contenders on the te
 2. Phase times exact to the step (unless ``--skip-full``): ``experiment.fit`` at the defaults until t2 (about
    158,000 steps) plus a 1% margin, once with automatic sparse evaluation and once evaluating every step; t1 and t2
    must be equal (the script fails otherwise).
-3. Vectorized seeds: ``experiment.fit`` with ``seeds=K`` (K members batched in one fused kernel) against K
+3. Vectorized seeds: ``experiment.fit`` with ``seeds=K`` (K members batched in one fused GD loop) against K
    sequential runs with ``seed=0..K-1``, interleaved, at the defaults with eta = ``--seeds-lr`` (2e-3: t2 about
    7,900 steps, so every member reaches it in ``--seeds-steps``). Member-steps per second of each (Trainer.fit
    only), their ratio (vectorized / sequential: above 1 the batched run is faster), and every member's t1, t2
@@ -66,12 +66,12 @@ import torch
 from _common import median, quiet, rel, timed
 from omegaconf import DictConfig
 
-from lightning_grok.callbacks.phases import log_schedule
 from lightning_grok.config import ConfigError, load_config
 from lightning_grok.experiment import build
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.kernels import Evaluation, TwoLayerGDKernel
-from lightning_grok.system import auto_two_layer_steps_per_call
+from lightning_grok.gd_loops import PopulationSide, TwoLayerGDLoop
+from lightning_grok.lightning_module import auto_two_layer_steps_per_call
+from lightning_grok.member_phases import log_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "two_layer.yaml"
@@ -186,15 +186,15 @@ def run_manual(p: Problem, steps: int) -> Outcome:
     return Outcome(seconds, steps, w, a, train, test)
 
 
-# ---- contenders 3, 4: the fused kernel, no Lightning ---------------------------------------------------------------
+# ---- contenders 3, 4: the fused GD loop, no Lightning ---------------------------------------------------------------
 class Fused:
-    """``TwoLayerGDKernel`` for one run, driven in calls of K steps (K as the Lightning path picks it)."""
+    """``TwoLayerGDLoop`` for one run, driven in calls of K steps (K as the Lightning path picks it)."""
 
     def __init__(self, p: Problem, eval_every: int):
         m, d = p.w0.shape
         self.per_call = auto_two_layer_steps_per_call(1, p.n, m, d, 1)
-        ev = Evaluation(x_test=p.x_test[None], y_test=p.y_test[None], c=p.c, surrogate_eps=p.eps)
-        self.kernel = TwoLayerGDKernel(
+        ev = PopulationSide(x_test=p.x_test[None], y_test=p.y_test[None], c=p.c, surrogate_eps=p.eps)
+        self.kernel = TwoLayerGDLoop(
             p.x[None].contiguous(), p.y[None], m, p.lr, p.weight_decay, p.n, ev, self.per_call, eval_every=eval_every
         )
         self.p = p
@@ -244,8 +244,8 @@ class Contender:
 
 HAND_AUTOGRAD, HAND_MANUAL = "hand-written, autograd", "hand-written, manual gradients"
 FUSED_SPARSE, FUSED_DENSE, LIGHTNING = (
-    "fused kernel, sparse eval",
-    "fused kernel, every step",
+    "fused GD loop, sparse eval",
+    "fused GD loop, every step",
     "Lightning (experiment.fit)",
 )
 
@@ -329,7 +329,7 @@ def full_run(eval_every: int, max_steps: int, tmp: Path) -> dict:
         status, res = experiment_fit(cfg, "bench", built=built)
     assert status == 0, status
     return {
-        "eval_every": built.module._kernel.every,
+        "eval_every": built.module._loop.every,
         "t_overfit": res["t_overfit"],
         "t_generalize": res["t_generalize"],
         "steps_run": res["steps_run"],
@@ -421,7 +421,7 @@ def format_speed(speed: dict, reps: int) -> str:
         ratios = " ".join(f"{x:.2f}" for x in row["ratios"])
         lines.append(f"{row['path']:32}{row['steps_per_s']:>10.0f}{row['ratio_vs_hand']:>8.2f}   {ratios}")
     lines.append(
-        f"fused kernel: K = {speed['steps_per_call']} steps per call, test loss every s = {speed['eval_every']} steps "
+        f"fused GD loop: K = {speed['steps_per_call']} steps per call, test loss every s = {speed['eval_every']} steps "
         f"(automatic) and at the logging schedule: {speed['evaluated_share']:.1%} of steps evaluated"
     )
     return "\n".join(lines)

@@ -5,7 +5,7 @@
 1. ridge defaults, accelerator=gpu, 64-true: measured t1, t2 equal the exact dynamics;
 2. the same in 32-true (t2 within a few steps of the float64 one);
 3. random features at the paper's width m = 10^4 (Sec. 5.2), 64-true: steps/s;
-4. 16 vectorized seeds (row-space kernel) on the GPU against the same on the CPU: t1, t2 per member equal;
+4. 16 vectorized seeds (row-space GD loop) on the GPU against the same on the CPU: t1, t2 per member equal;
 5. the two-layer modular-arithmetic config in bf16-mixed: accuracy phases found.
 Prints one JSON object (and writes it to DIR/gpu_check.json).
 """

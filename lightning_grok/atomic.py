@@ -6,6 +6,8 @@ Files are created with the permissions of an ordinary ``open()`` (0666 less the 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -59,3 +61,26 @@ def _keep(path: Path, previous: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """``text`` (UTF-8) written atomically to ``path``."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def json_safe(obj):
+    """``obj`` as strict JSON: nan -> null, +-inf -> "inf" / "-inf", numpy and torch values -> Python, paths ->
+    strings, keys -> strings."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars, tensors
+        return json_safe(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):
+        return json_safe(obj.item())
+    return obj
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """JSON with non-finite floats and tensors made safe, written atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2) + "\n")

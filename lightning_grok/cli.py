@@ -172,7 +172,11 @@ def format_theory(out: dict) -> str:
     if out.get("exact") is None:
         return f"no theory for this run: {out.get('note')}"
     ex, q = out["exact"], out["quantities"]
-    fmt = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))  # noqa: E731
+    from lightning_grok.results import format_value
+
+    def fmt(v) -> str:
+        return format_value(v, digits=6)
+
     lines = [
         f"n={q['n']} m={q['m']} eta={q['lr']} lambda={q['weight_decay']} nu^2={q['nu2']} eps={q['eps']} c={q['c']}",
         f"lambda+_min(Phi^T Phi)={fmt(q['lam_plus_min'])}  lambda_max={fmt(q['lam_max'])}  L={fmt(q['L'])}  "

@@ -417,7 +417,7 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f"invalid value for 'seeds': {cfg.seeds} with optim.name={cfg.optim.name!r}, "
             f"optim.batch_size={cfg.optim.batch_size!r}, data.target={cfg.data.target!r}, "
             f"trainer.precision={cfg.trainer.precision!r} (allowed: 1; several seeds are batched by the fused GD "
-            "kernels: full-batch optim.name=gd on the squared loss, in a *-true precision)"
+            "GD loops: full-batch optim.name=gd on the squared loss, in a *-true precision)"
         )
     if verb is not None:
         # before the primality test below, which takes minutes for an absurd modulus
@@ -427,6 +427,18 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f"invalid value for 'data.modulus': {cfg.data.modulus} (allowed: a prime, since operation "
             f"'{cfg.data.operation}' needs the field Z_p)"
         )
+
+
+def check_step_size(cfg: DictConfig, limit: float) -> None:
+    """Refuse eta at or above the GD stability limit 2/(lambda_max(Phi^T Phi)/n + lambda) of the run's data,
+    unless optim.allow_unstable; the caller computes ``limit`` once the data exist (experiment.check_stability)."""
+    if cfg.optim.allow_unstable or cfg.optim.lr < limit:
+        return
+    raise ConfigError(
+        f"invalid value for 'optim.lr': {cfg.optim.lr!r} (allowed: below the GD stability limit "
+        f"2/(lambda_max(Phi^T Phi)/n + lambda) = {limit:.6g} for this data; set optim.allow_unstable=true to run "
+        "anyway)"
+    )
 
 
 def _validate_population(cfg: DictConfig) -> None:

@@ -26,16 +26,16 @@ from lightning_grok.callbacks.control import RunControl
 from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.callbacks.progress import StepProgressBar
 from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
-from lightning_grok.config import ConfigError, to_container
+from lightning_grok.config import ConfigError, check_step_size, to_container
 from lightning_grok.data.datamodule import FullBatchDataModule
+from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import Member, build_member, describe_population
-from lightning_grok.rundir import RunLock, check_identity, check_writable, store_config
+from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
-from lightning_grok.system import GrokkingModule
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.problem import closed_form
-from lightning_grok.theory.report import Theory
-from lightning_grok.tracking import make_logger, resolve_output_dir
+from lightning_grok.theory.run_theory import RunTheory
+from lightning_grok.wandb_logger import make_logger
 
 EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_DIVERGED = 0, 1, 2, 3
 
@@ -61,7 +61,7 @@ class Built:
         return self.members[0].problem
 
     @property
-    def theory(self) -> Theory | None:
+    def theory(self) -> RunTheory | None:
         return self.members[0].theory
 
     @property
@@ -73,7 +73,7 @@ def build(cfg: DictConfig) -> Built:
     """Seeded construction of every piece; two calls with one config give bit-identical tensors.
 
     With ``seeds`` = K > 1, member i is the run of seed ``seed + i`` (its own data, initialization and
-    teacher), and all K train in one batched kernel.
+    teacher), and all K train in one batched GD loop.
     """
     members = []
     for i in range(cfg.seeds):
@@ -87,16 +87,10 @@ def build(cfg: DictConfig) -> Built:
 
 
 def check_stability(built: Built) -> None:
-    """Refuse eta above the GD stability limit 2/(lambda_max(Phi^T Phi)/n + lambda) unless allowed."""
-    if built.theory is None or built.cfg.optim.allow_unstable:
-        return
-    limit = min(m.theory.quantities.stability_limit for m in built.members)
-    if built.cfg.optim.lr >= limit:
-        raise ConfigError(
-            f"invalid value for 'optim.lr': {built.cfg.optim.lr!r} (allowed: below the GD stability limit "
-            f"2/(lambda_max(Phi^T Phi)/n + lambda) = {limit:.6g} for this data; "
-            "set optim.allow_unstable=true to run anyway)"
-        )
+    """``config.check_step_size`` against the smallest stability limit of the members (the only rule that needs
+    the data: lambda_max(Phi^T Phi))."""
+    if built.theory is not None:
+        check_step_size(built.cfg, min(m.theory.quantities.stability_limit for m in built.members))
 
 
 def _devices(spec: str):

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from lightning_grok.data.base import Tensors
+from lightning_grok.data.base import RunData
 from lightning_grok.models import build_model
 from lightning_grok.seeding import generator
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.problem import linear_problem, param_dtype
-from lightning_grok.theory.report import Theory
+from lightning_grok.theory.run_theory import RunTheory
 
 
 @dataclass
@@ -24,9 +24,9 @@ class Member:
     """One run's pieces: an ensemble (``seeds`` > 1) has one Member per seed."""
 
     model: torch.nn.Module
-    tensors: Tensors
+    tensors: RunData
     problem: LinearProblem | None
-    theory: Theory | None
+    theory: RunTheory | None
     theory_note: str
 
 
@@ -47,7 +47,7 @@ def build_member(cfg: DictConfig) -> Member:
     problem, note = linear_problem(cfg, model, tensors)
     theory = None
     if problem is not None:
-        theory = Theory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
+        theory = RunTheory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
     return Member(model, tensors, problem, theory, note)
 
 

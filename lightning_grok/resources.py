@@ -8,15 +8,15 @@ The sizes follow the code that allocates them:
 
 * data (``data/regression.py``, ``data/modular.py``): float64 on the CPU, one set per ensemble member;
 * parameters (``models/*.py``): created in float64, then cast to the ``trainer.precision`` dtype;
-* the linear kernels (``kernels.py``): stacked features of every member, the row-space basis, and the
+* the linear GD loops (``gd_loops.py``): stacked features of every member, the row-space basis, and the
   per-call buffers of K = ``trainer.steps_per_call`` iterates (``auto_steps_per_call`` when 0);
-* the autograd kernel: the hidden activations of the forward and backward passes (networks);
+* the autograd loop: the hidden activations of the forward and backward passes (networks);
 * the theory (``theory/*.py``): float64 copies of the features, SVDs, and the loss curves on a step grid.
 
 Components that exist one member at a time (the modular table while it is split, the theory's SVD
 workspace) are counted once; everything else is multiplied by the number of members (``seeds``). The sum
 of components is the estimate, a mild over-estimate of the peak: the check is meant to catch runs that
-need several times the machine, not to squeeze the last GiB. GPU runs hold the kernel's buffers in device
+need several times the machine, not to squeeze the last GiB. GPU runs hold the GD loop's buffers in device
 memory; they are counted against host memory too (the data and theory live there first), which errs on
 the side of refusing.
 """
@@ -31,14 +31,14 @@ from lightning_grok.theory.grid import HORIZON_EFOLDS, MAX_HORIZON_STEPS, grid_l
 
 F64 = 8  # bytes of a float64 / int64: data, labels and the theory are always float64
 FRAMEWORK_BYTES = 512 << 20  # resident size of Python + torch + Lightning + numpy (measured about 400 MiB)
-# kernels._test_set_losses evaluates test predictions in blocks of this many numbers (128 MB of float64)
+# gd_loops._test_set_losses evaluates test predictions in blocks of this many numbers (128 MB of float64)
 TEST_BLOCK_ELEMENTS = 1 << 24
 
 # lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
 # above this width it takes longer than the run's own set-up, so it is skipped (theory/problem.py)
 SIGMA_ESTIMATE_MAX_WIDTH = 3000
 
-# the iterate buffer of one kernel call holds about this many numbers (32 MB of float64): large enough that a
+# the iterate buffer of one GD-loop call holds about this many numbers (32 MB of float64): large enough that a
 # call's fixed costs vanish, small enough to stay in the caches' neighbourhood and to react to signals quickly
 ITERATE_BUFFER_FLOATS = 4 << 20
 # multiply-adds of one fused two-layer call: about a second on one core, so a signal waits at most that long
@@ -64,16 +64,16 @@ COMPONENT_KEYS = {
 
 
 def auto_steps_per_call(floats_per_step: int | None) -> int:
-    """GD steps per kernel call when ``trainer.steps_per_call`` is 0: enough that Lightning's per-call cost is
+    """GD steps per GD-loop call when ``trainer.steps_per_call`` is 0: enough that Lightning's per-call cost is
     small, few enough that the iterate buffer (``floats_per_step`` numbers a step; None for the autograd
-    kernel) stays about 32 MB."""
+    loop) stays about 32 MB."""
     if floats_per_step is None:
         return 256
     return int(max(64, min(4096, ITERATE_BUFFER_FLOATS // max(1, floats_per_step))))
 
 
 def auto_two_layer_steps_per_call(members: int, n: int, m: int, d: int, k: int) -> int:
-    """Steps per call of the fused two-layer kernel: about 2^34 multiply-adds a call (about a second on one CPU
+    """Steps per call of the fused two-layer GD loop: about 2^34 multiply-adds a call (about a second on one CPU
     core, so signals are answered quickly; each call also evaluates its first and last step), between 64 and 4096
     steps, the per-step outputs (B n k numbers a step) under ~32 MB. Defaults (n = d = 50, m = 1000): 3335 steps;
     16 seeds: 208."""
@@ -83,7 +83,7 @@ def auto_two_layer_steps_per_call(members: int, n: int, m: int, d: int, k: int) 
 
 
 def itemsize(precision: str) -> int:
-    """Bytes per number of the parameters and the kernel buffers: 8 for ``64*`` precisions, else 4."""
+    """Bytes per number of the parameters and the GD-loop buffers: 8 for ``64*`` precisions, else 4."""
     return 8 if str(precision).startswith("64") else 4
 
 
@@ -99,8 +99,8 @@ def _grid_points(lr: float, weight_decay: float) -> int:
 
 def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
     """The sizes a run allocates by: members B, training rows n, test rows N, Sigma rows, input dim d,
-    feature count m, outputs k, table size, whether the fused linear kernel (row-space form) runs, whether
-    the theory is computed, and K, the GD steps per kernel call."""
+    feature count m, outputs k, table size, whether the fused linear GD loop (row-space form) runs, whether
+    the theory is computed, and K, the GD steps per GD-loop call."""
     data, model, optim, trainer = cfg.data, cfg.model, cfg.optim, cfg.trainer
     b = int(cfg.seeds if members is None else members)
     family = model.family
@@ -121,9 +121,9 @@ def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
     full_batch = optim.batch_size is None or optim.batch_size >= n
     cross_entropy = data.kind == "modular" and data.target == "index"
     theory = family != "two_layer" and optim.name == "gd" and full_batch and not cross_entropy
-    linear_kernel = theory and "mixed" not in str(trainer.precision)
-    rowspace = linear_kernel and trainer.kernel != "parameter" and n < m
-    floats = b * (n if rowspace else m) * k if linear_kernel else None
+    linear_loop = theory and "mixed" not in str(trainer.precision)
+    rowspace = linear_loop and trainer.kernel != "parameter" and n < m
+    floats = b * (n if rowspace else m) * k if linear_loop else None
     per_call = int(trainer.steps_per_call) or auto_steps_per_call(floats)
     return {
         "members": b,
@@ -135,7 +135,7 @@ def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
         "k": k,
         "table": table,
         "theory": theory,
-        "linear_kernel": linear_kernel,
+        "linear_loop": linear_loop,
         "rowspace": rowspace,
         "steps_per_call": min(per_call, int(trainer.max_steps)),
         "batch": None if full_batch else int(optim.batch_size),
@@ -145,7 +145,7 @@ def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
 def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
     """Bytes a run of ``cfg`` needs, by component (keys of ``COMPONENT_KEYS``; zero components left out).
 
-    ``verb`` ``"fit"``: a training run (every member, the kernels); ``"theory"``: what ``lightning-grok
+    ``verb`` ``"fit"``: a training run (every member, the GD loops); ``"theory"``: what ``lightning-grok
     theory`` builds, member 0's data, model and theory only.
     """
     theory_only = verb == "theory"
@@ -155,7 +155,7 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
     family = cfg.model.family
     out = {"framework": FRAMEWORK_BYTES}
 
-    # data: float64 inputs and targets per member (data/base.py Tensors); class labels as int64 (modular)
+    # data: float64 inputs and targets per member (data/base.py RunData); class labels as int64 (modular)
     per_row = F64 * (d + k + (1 if sh["table"] else 0))
     out["training_data"] = b * per_row * n
     out["test_data"] = b * per_row * nt
@@ -173,9 +173,9 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
     else:
         params = m * d + m * k
     out["parameters"] = b * F64 * params
-    if not sh["linear_kernel"] and not theory_only:
+    if not sh["linear_loop"] and not theory_only:
         # gradients of the trained tensors and the optimizer's state (momentum; AdamW's two moments); a fused
-        # two-layer gd kernel keeps a gradient, a kept copy and a scratch copy of both layers
+        # two-layer gd loop keeps a gradient, a kept copy and a scratch copy of both layers
         trained = m * d + m * k if family == "two_layer" else m * k
         states = {"gd": 3 if family == "two_layer" else 1, "sgd": 2, "adamw": 3}.get(cfg.optim.name, 3)
         out["parameters"] += b * states * s * trained
@@ -187,7 +187,7 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
         return {key: v for key, v in out.items() if v}
 
     kk = sh["steps_per_call"]
-    if sh["linear_kernel"]:
+    if sh["linear_loop"]:
         # features of every member, cast to the parameters' dtype: the per-member list, the stacked copy, and
         # one member's intermediate (the pre-activation of random features); ridge in float64 uses the data
         # tensors themselves as features, so only the stacked copy is new
@@ -209,21 +209,21 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
             # iterates (K + 1, B, m, k) and residuals (K, B, n, k), each with the temporaries of their losses
             out["iterate_buffers"] = s * ((3 * kk + 1) * b * m * k + 2 * kk * b * n * k + 3 * block)
     else:
-        # autograd kernel: the inputs cast to the parameters' dtype, and the hidden activations of the full-batch
+        # autograd loop: the inputs cast to the parameters' dtype, and the hidden activations of the full-batch
         # forward (pre-activation and ReLU, kept for backward, and their gradients), a mini-batch forward and the
         # test forward; ridge has no hidden layer
         out["training_data"] += s * n * (d + k)
         out["test_data"] += s * nt * (d + k)
         rows = 4 * (n + (sh["batch"] or 0)) + 2 * nt
         out["activations"] = b * s * rows * (k if family == "ridge" else m)
-        # three (K, B) records a call, a 0-d tensor per step and test metric, and (fused two-layer kernel) the
+        # three (K, B) records a call, a 0-d tensor per step and test metric, and (fused two-layer GD loop) the
         # network's outputs on the training set at every step of the call
         out["iterate_buffers"] = kk * b * (3 * s + 512 + (s * n * k if family == "two_layer" else 0))
     return {key: v for key, v in out.items() if v}
 
 
 def _theory_bytes(cfg: Any, sh: dict[str, Any]) -> int:
-    """Float64 bytes of ``theory.problem.linear_problem`` and ``theory.report.Theory`` for every member: kept
+    """Float64 bytes of ``theory.problem.linear_problem`` and ``theory.run_theory.RunTheory`` for every member: kept
     per member (features, the SVD's right factor), plus the largest workspace of one member at a time."""
     b, n, nt, ns, m, k = (sh[x] for x in ("members", "n", "n_test", "n_sigma", "m", "k"))
     r = min(n, m)

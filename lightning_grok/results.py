@@ -180,11 +180,11 @@ def runs_frame(root: str | os.PathLike, config_keys: list[str] | None = None):
 
 
 # ---- the W&B summary and the printed table ----------------------------------------------------------------------
-def format_value(v: Any) -> str:
-    """A cell of a results table: "-" for missing, 4 significant digits for floats."""
+def format_value(v: Any, digits: int = 4) -> str:
+    """A cell of a results table: "-" for missing, ``digits`` significant digits for floats."""
     if v is None:
         return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
 def flat_summary(res: dict) -> dict:

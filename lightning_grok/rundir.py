@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig
 
 from lightning_grok.atomic import atomic_write_text
 from lightning_grok.config import ConfigError
@@ -134,3 +135,11 @@ class RunLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+def resolve_output_dir(cfg: DictConfig, config_name: str) -> Path:
+    """cfg.output_dir, else runs/<config name>-<UTC time>-<pid> (unique per run)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("runs") / f"{config_name}-{stamp}-{os.getpid()}"

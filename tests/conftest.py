@@ -32,3 +32,23 @@ def fit(name: str, tmp_path: Path, *overrides: str):
 
     cfg = load(name, f"output_dir={tmp_path}", *overrides)
     return _fit(cfg, Path(name).stem)
+
+
+# the fit command of a sweep file, as in sweeps/*.yaml
+SWEEP_COMMAND = ["${env}", "${interpreter}", "-m", "lightning_grok", "fit", "configs/ridge.yaml", "${args_no_hyphens}"]
+
+
+def write_sweep(path: Path, parameters: dict, method: str = "grid", command: list | None = None, **extra) -> Path:
+    """A W&B sweep file at ``path`` (named after its stem) running ``configs/ridge.yaml`` by default."""
+    import yaml
+
+    doc = {
+        "name": path.stem,
+        "method": method,
+        "metric": {"name": "grok/t_generalize", "goal": "minimize"},
+        "command": command or SWEEP_COMMAND,
+        "parameters": parameters,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

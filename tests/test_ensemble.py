@@ -57,7 +57,7 @@ def test_rowspace_kernel_with_a_test_set_and_random_features(tmp_path):
 
 
 def test_seeds_need_full_batch_gd_on_a_fused_kernel():
-    """Several seeds are batched by the fused GD kernels (linear families and the two-layer network)."""
+    """Several seeds are batched by the fused GD loops (linear families and the two-layer network)."""
     assert load("two_layer.yaml", "seeds=4").seeds == 4
     with pytest.raises(ConfigError, match="seeds"):
         load("two_layer.yaml", "seeds=4", "optim.name=adamw")

@@ -237,7 +237,7 @@ def test_standard_error_is_the_std_of_the_squared_errors_over_sqrt_n():
 
 
 def test_training_measures_the_closed_form_population_loss(tmp_path):
-    """With data.population=exact the fused kernel's test loss is the closed-form L of the trained parameters
+    """With data.population=exact the fused GD loop's test loss is the closed-form L of the trained parameters
     (not a test-set estimate), so measured t2 equals the exact one and phases.json reports no sampling error."""
     from conftest import fit
 

@@ -10,7 +10,7 @@ from conftest import load
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 STEPS = 5
-# the two-layer network of Sec. 5.3, shrunk; trained by autograd (no fused kernel for mixed precision)
+# the two-layer network of Sec. 5.3, shrunk; trained by autograd (no fused GD loop for mixed precision)
 SMALL = ("model.width=200", f"trainer.max_steps={STEPS}", f"trainer.steps_per_call={STEPS}", "data.teacher=relu")
 
 
@@ -23,7 +23,7 @@ def _train(tmp_path, precision: str, scaler: torch.amp.GradScaler | None = None)
     plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)] if scaler is not None else None
     trainer = make_trainer(cfg, tmp_path, [], None, plugins=plugins)
     trainer.fit(built.module, datamodule=built.datamodule)
-    assert not built.module.uses_linear_kernel and built.module.gd_step == STEPS
+    assert not built.module.uses_linear_loop and built.module.gd_step == STEPS
     after = [p.detach().clone() for p in built.module.model.parameters()]
     return before, after
 

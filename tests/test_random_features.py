@@ -53,7 +53,7 @@ def test_frozen_layer_stays_frozen_and_surrogate_accuracy_is_logged(tmp_path):
 
 
 def test_linear_kernel_equals_autograd_sgd_on_the_same_model(tmp_path):
-    """The fused GD kernel and torch.optim.SGD(momentum=0) through autograd follow one trajectory."""
+    """The fused GD loop and torch.optim.SGD(momentum=0) through autograd follow one trajectory."""
     args = (*SMALL, "optim.weight_decay=1e-3", "trainer.max_steps=400", "data.teacher=student")
     _, fused = fit("random_features.yaml", tmp_path / "fused", *args)
     _, autograd = fit("random_features.yaml", tmp_path / "autograd", *args, "optim.name=sgd", "optim.momentum=0")

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, fit
+from conftest import REPO, fit, write_sweep
 
 from lightning_grok.results import SCHEMA_VERSION, load_run, runs_frame
 
@@ -78,30 +78,12 @@ def test_runs_load_as_a_dataframe_one_row_per_member(runs):
 
 
 def test_sweep_table_shows_pending_points_and_the_mean_over_seeds(tmp_path):
-    import yaml
-
     params = {
         "optim.weight_decay": {"values": [1e-3, 2e-3]},
         "seed": {"values": [0, 1]},
         **{k: {"value": v} for k, v in (a.split("=") for a in SMALL)},
     }
-    sweep = tmp_path / "grid.yaml"
-    doc = {
-        "name": "grid",
-        "method": "grid",
-        "metric": {"name": "grok/t_generalize", "goal": "minimize"},
-        "command": [
-            "${env}",
-            "${interpreter}",
-            "-m",
-            "lightning_grok",
-            "fit",
-            "configs/ridge.yaml",
-            "${args_no_hyphens}",
-        ],
-        "parameters": params,
-    }
-    sweep.write_text(yaml.safe_dump(doc))
+    sweep = write_sweep(tmp_path / "grid.yaml", params)
     cli = [sys.executable, "-m", "lightning_grok"]
     agent = subprocess.run(
         [*cli, "sweep", str(sweep), "--sweep-dir", str(tmp_path / "s"), "--count", "2"],

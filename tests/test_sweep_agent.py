@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SWEEP_COMMAND, write_sweep
 
 from lightning_grok.config import load_config
 from lightning_grok.sweep.agent import classify
@@ -29,7 +30,7 @@ from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, process_a
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 PANELS = ("weight_decay", "n_train", "width", "init_scale")
-COMMAND = ["${env}", "${interpreter}", "-m", "lightning_grok", "fit", "configs/ridge.yaml", "${args_no_hyphens}"]
+COMMAND = SWEEP_COMMAND
 TINY = {  # constants of every test sweep: a run takes seconds, most of it Python start-up
     "model.width": {"value": 200},
     "data.n_train": {"value": 20},
@@ -37,19 +38,6 @@ TINY = {  # constants of every test sweep: a run takes seconds, most of it Pytho
     "trainer.progress_bar": {"value": False},
 }
 AGENT_TIMEOUT = 300
-
-
-def write_sweep(path: Path, parameters: dict, method: str = "grid", command: list | None = None, **extra) -> Path:
-    doc = {
-        "name": path.stem,
-        "method": method,
-        "metric": {"name": "grok/t_generalize", "goal": "minimize"},
-        "command": command or COMMAND,
-        "parameters": parameters,
-        **extra,
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="session")

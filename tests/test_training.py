@@ -55,8 +55,8 @@ def test_zero_teacher_envelopes_of_theorem_4_1_hold(tmp_path):
     assert set(env) == {"thm41_train_upper", "thm41_test_lower", "thm41_norm_upper"}
     assert all(e["verdict"] == "holds" for e in env.values()), env
     # and a real violation is caught: the same start judged against an envelope 10^4 times too tight
-    from lightning_grok.callbacks.phases import MemberPhases
     from lightning_grok.experiment import build
+    from lightning_grok.member_phases import MemberPhases
 
     built = build(load("ridge.yaml", "data.teacher=zero", "optim.weight_decay=1e-3"))
     member = MemberPhases(0.01, 0.01, 0.99, built.theory)

@@ -1,11 +1,11 @@
 """The fused two-layer GD kernel (Eq. 2 on both layers) and sparse evaluation of the population loss.
 
-* the fused kernel follows torch.optim.SGD on the autograd gradient to 1e-10 (float64), weight decay on both layers;
+* the fused GD loop follows torch.optim.SGD on the autograd gradient to 1e-10 (float64), weight decay on both layers;
 * t1 and t2 with sparse evaluation equal those of every-step evaluation, on runs whose t2 falls strictly inside a
   block between two evaluated steps (two-layer zero and ReLU teachers, random features with a test set, both
-  linear kernels);
+  linear GD loops);
 * K vectorized two-layer seeds equal K sequential runs member by member; a resumed run ends bit-identical;
-* under DDP (2 gloo processes) the fused kernel, replays included, follows the single-process run.
+* under DDP (2 gloo processes) the fused GD loop, replays included, follows the single-process run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conftest import load
 
 from lightning_grok.experiment import build
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.kernels import AutogradKernel, Evaluation, TwoLayerGDKernel, auto_eval_every, eval_points
+from lightning_grok.gd_loops import AutogradLoop, PopulationSide, TwoLayerGDLoop, auto_eval_every, eval_points
 from lightning_grok.models.two_layer import TwoLayerModel
 
 SMALL = ("model.width=64", "data.n_test=200", "trainer.precision=64-true")
@@ -65,11 +65,11 @@ def _inside_a_block(module, t: int) -> bool:
     k = module.steps_per_call
     start = (t // k) * k
     steps = min(k, module.max_steps - start)
-    points = set(eval_points(start, steps, module._kernel.every, module.log_steps).tolist())
-    return module._kernel.every > 2 and t - start not in points and t - 1 - start not in points
+    points = set(eval_points(start, steps, module._loop.every, module.log_steps).tolist())
+    return module._loop.every > 2 and t - start not in points and t - 1 - start not in points
 
 
-# ---- the fused kernel is Eq. (2) -----------------------------------------------------------------------------------
+# ---- the fused GD loop is Eq. (2) -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 3])
 def test_fused_kernel_equals_autograd_sgd_with_decay_on_both_layers(k):
     gen = torch.Generator().manual_seed(1)
@@ -79,10 +79,10 @@ def test_fused_kernel_equals_autograd_sgd_with_decay_on_both_layers(k):
     x_test, y_test = torch.randn(n_test, d, generator=gen, dtype=f64), torch.randn(n_test, k, generator=gen, dtype=f64)
     model = TwoLayerModel(d, m, 1.0, k, gen)
     w, a = model.weight.detach().clone()[None], model.a.detach().clone()[None]
-    ev = Evaluation(x_test=x_test[None], y_test=y_test[None], c=0.01, surrogate_eps=0.01)
-    fused = TwoLayerGDKernel(x[None].contiguous(), y[None], m, lr, lam, n, ev, steps, eval_every=1).run(w, a, 0, steps)
+    ev = PopulationSide(x_test=x_test[None], y_test=y_test[None], c=0.01, surrogate_eps=0.01)
+    fused = TwoLayerGDLoop(x[None].contiguous(), y[None], m, lr, lam, n, ev, steps, eval_every=1).run(w, a, 0, steps)
     opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=lam)  # Eq. (2): coupled weight decay
-    ref = AutogradKernel(model, opt, x, y, n, Evaluation(x_test=x_test, y_test=y_test, surrogate_eps=0.01))
+    ref = AutogradLoop(model, opt, x, y, n, PopulationSide(x_test=x_test, y_test=y_test, surrogate_eps=0.01))
     ref = ref.run(0, steps)
     torch.testing.assert_close(w[0], model.weight.detach(), rtol=1e-10, atol=0)
     torch.testing.assert_close(a[0], model.a.detach(), rtol=1e-10, atol=0)
@@ -92,17 +92,17 @@ def test_fused_kernel_equals_autograd_sgd_with_decay_on_both_layers(k):
     assert fused.evaluated is None  # eval_every=1: every row is real
     # weight decay really acts on both layers: without it both end elsewhere
     w2, a2 = model.weight.detach().clone()[None], model.a.detach().clone()[None]
-    TwoLayerGDKernel(x[None].contiguous(), y[None], m, lr, 0.0, n, ev, 5, eval_every=1).run(w2, a2, 0, 5)
-    TwoLayerGDKernel(x[None].contiguous(), y[None], m, lr, lam, n, ev, 5, eval_every=1).run(w, a, 0, 5)
+    TwoLayerGDLoop(x[None].contiguous(), y[None], m, lr, 0.0, n, ev, 5, eval_every=1).run(w2, a2, 0, 5)
+    TwoLayerGDLoop(x[None].contiguous(), y[None], m, lr, lam, n, ev, 5, eval_every=1).run(w, a, 0, 5)
     assert not torch.allclose(w, w2, rtol=1e-6) and not torch.allclose(a, a2, rtol=1e-6)
 
 
 def test_lightning_path_selects_the_fused_kernel_only_for_full_batch_gd():
-    assert build(load("two_layer.yaml", *ZERO)).module.uses_two_layer_kernel
-    assert not build(load("two_layer.yaml", *ZERO, "optim.name=adamw")).module.uses_two_layer_kernel
-    assert not build(load("two_layer.yaml", *ZERO, "optim.batch_size=10")).module.uses_two_layer_kernel
-    assert not build(load("two_layer.yaml", *ZERO, "trainer.precision=bf16-mixed")).module.uses_two_layer_kernel
-    assert not build(load("modular/two_layer_add.yaml", "optim.name=gd")).module.uses_two_layer_kernel  # CE
+    assert build(load("two_layer.yaml", *ZERO)).module.uses_two_layer_loop
+    assert not build(load("two_layer.yaml", *ZERO, "optim.name=adamw")).module.uses_two_layer_loop
+    assert not build(load("two_layer.yaml", *ZERO, "optim.batch_size=10")).module.uses_two_layer_loop
+    assert not build(load("two_layer.yaml", *ZERO, "trainer.precision=bf16-mixed")).module.uses_two_layer_loop
+    assert not build(load("modular/two_layer_add.yaml", "optim.name=gd")).module.uses_two_layer_loop  # CE
 
 
 def test_auto_eval_every_and_points():
@@ -134,6 +134,7 @@ def test_random_features_sparse_phase_times_equal_every_step_and_exact(tmp_path,
     args = (
         "model.width=500",
         "data.input_dim=30",
+        "data.population=sampled",  # sparse evaluation pays off on a test set of N points
         "data.n_test=400",
         "data.n_sigma_samples=800",
         "data.teacher=student",
@@ -154,7 +155,7 @@ def test_random_features_sparse_phase_times_equal_every_step_and_exact(tmp_path,
 
 
 def test_accuracy_t2_is_exact_with_sparse_evaluation():
-    """Classification on the fused kernel (one-hot targets, squared loss): the test-accuracy crossing is replayed."""
+    """Classification on the fused GD loop (one-hot targets, squared loss): the test-accuracy crossing is replayed."""
     gen = torch.Generator().manual_seed(3)
     n, d, m, k, n_test, steps = 200, 5, 64, 3, 300, 400
     teacher = torch.randn(d, k, generator=gen, dtype=torch.float64)
@@ -165,12 +166,12 @@ def test_accuracy_t2_is_exact_with_sparse_evaluation():
     model = TwoLayerModel(d, m, 1.0, k, gen)
     times = {}
     for every in (1, 41):
-        ev = Evaluation(
+        ev = PopulationSide(
             x_test=x_test[None], y_test=torch.nn.functional.one_hot(test_labels, k).double()[None], c=1e-9, tau=0.8
         )
         ev.test_labels, ev.train_labels = test_labels[None], labels[None]
         w, a = model.weight.detach().clone()[None], model.a.detach().clone()[None]
-        chunk = TwoLayerGDKernel(x[None], y[None], m, 0.2, 1e-3, n, ev, steps, eval_every=every).run(w, a, 0, steps)
+        chunk = TwoLayerGDLoop(x[None], y[None], m, 0.2, 1e-3, n, ev, steps, eval_every=every).run(w, a, 0, steps)
         acc = chunk.extras["test_acc"][:, 0].numpy()
         times[every] = int(np.nonzero(acc >= 0.8)[0][0])
         assert chunk.extras["train_acc"].shape == (steps, 1)
@@ -181,7 +182,7 @@ def test_accuracy_t2_is_exact_with_sparse_evaluation():
 def test_vectorized_two_layer_seeds_equal_sequential_runs(tmp_path):
     """Needs config.validate to accept seeds > 1 for two_layer with full-batch gd."""
     ens, module = _fit("two_layer.yaml", tmp_path / "ens", *ZERO, FEW_LOG_POINTS, "seeds=3")
-    assert module.uses_two_layer_kernel and len(ens["members"]) == 3
+    assert module.uses_two_layer_loop and len(ens["members"]) == 3
     for i, member in enumerate(ens["members"]):
         single, _ = _fit("two_layer.yaml", tmp_path / f"s{i}", *ZERO, FEW_LOG_POINTS, f"seed={i}")
         assert (member["t_overfit"], member["t_generalize"]) == (single["t_overfit"], single["t_generalize"])
@@ -205,9 +206,9 @@ def test_member_groups_equal_single_runs(group):
 
     def run(rows: slice, group: int | None):
         count = len(range(b)[rows])
-        ev = Evaluation(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1, dtype=f64), c=0.01)
+        ev = PopulationSide(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1, dtype=f64), c=0.01)
         y = torch.zeros(count, n, 1, dtype=f64)
-        kernel = TwoLayerGDKernel(x[rows], y, m, 0.05, 0.1, n, ev, steps, eval_every=17, group=group)
+        kernel = TwoLayerGDLoop(x[rows], y, m, 0.05, 0.1, n, ev, steps, eval_every=17, group=group)
         w, a = w0[rows].clone(), a0[rows].clone()
         return kernel.run(w, a, 0, steps), w, a
 

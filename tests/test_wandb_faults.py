@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lightning_grok.config import ConfigError, load_config
-from lightning_grok.tracking import PROBE_TIMEOUT, probe_server, resolve_mode
+from lightning_grok.wandb_logger import PROBE_TIMEOUT, probe_server, resolve_mode
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 hex digits: the shape of a real key, known to no server

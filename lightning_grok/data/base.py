@@ -8,7 +8,7 @@ import torch
 
 
 @dataclass
-class Tensors:
+class RunData:
     """Full-batch data for one run (float64 on the CPU; the system casts and moves it).
 
     ``y_train`` carries label noise if any; ``y_test`` is always the noise-free teacher N*(x), so the

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_grok.data.base import Tensors
+from lightning_grok.data.base import RunData
 
 
 class _FullBatch(Dataset):
@@ -30,7 +30,7 @@ class _FullBatch(Dataset):
 class FullBatchDataModule(L.LightningDataModule):
     """Serves ``tensors`` (made seeded, so a rebuild gives the same bits) as one full batch per epoch."""
 
-    def __init__(self, tensors: Tensors):
+    def __init__(self, tensors: RunData):
         super().__init__()
         self.tensors = tensors
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_grok.config import ConfigError, _is_prime
-from lightning_grok.data.base import Tensors
+from lightning_grok.data.base import RunData
 from lightning_grok.seeding import generator
 
 FIELD_OPERATIONS = ("div",)  # need b^{-1}, i.e. Z_p a field
@@ -44,7 +44,7 @@ def operation_table(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor,
     return a, b, c
 
 
-def modular_tensors(cfg: DictConfig) -> Tensors:
+def modular_tensors(cfg: DictConfig) -> RunData:
     """The table a op b mod p, split by a seeded permutation into training and test pairs."""
     d = cfg.data
     p = d.modulus
@@ -55,7 +55,7 @@ def modular_tensors(cfg: DictConfig) -> Tensors:
     order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
     n_train = int(round(d.train_fraction * len(c)))  # at least one pair on each side: config._validate_split
     tr, te = order[:n_train], order[n_train:]
-    return Tensors(
+    return RunData(
         x_train=x[tr],
         y_train=y[tr],
         x_test=x[te],

@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_grok.config import ConfigError
-from lightning_grok.data.base import Tensors
+from lightning_grok.data.base import RunData
 from lightning_grok.seeding import generator
 from lightning_grok.theory.population import input_variance
 
@@ -114,7 +114,7 @@ def draw_teacher(cfg: DictConfig) -> TeacherSpec:
     raise ConfigError(f"invalid value for 'data.teacher': {data.teacher!r}")
 
 
-def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -> Tensors:
+def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -> RunData:
     """The seeded training set, test set and teacher of a regression run (``feature_map``: the student's
     fixed features, needed by the realizable ``student`` teacher)."""
     data, seed = cfg.data, cfg.seed
@@ -183,7 +183,7 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
     x_sigma = None
     if not (gaussian_identity or project or exact):
         x_sigma = draw(data.n_sigma_samples, "sigma")
-    return Tensors(
+    return RunData(
         x_train=x_train,
         y_train=y_train,
         x_test=x_test,

@@ -4,13 +4,13 @@ numpy and W&B are imported only when a figure is drawn or logged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from lightning_grok.atomic import atomic_write_json
 from lightning_grok.reproduce.collect import (
     Run,
     _run_seconds,
@@ -43,7 +43,10 @@ def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tup
                     continue
                 xs.append(float(x))
                 ys.append(m["t1"] if spec.law.startswith("t1") else m["t2"])
-        reports.append(fit_law(spec.law, xs, ys))
+        report = fit_law(spec.law, xs, ys)
+        if spec.max_x is not None:  # say which part of the panel was fitted
+            report = dataclasses.replace(report, x_label=f"{report.x_label} (x <= {spec.max_x:g})")
+        reports.append(report)
     comparisons = []
     by_name = {r.law: r for r in reports}
     t1, t2 = by_name.get("t1_vs_log_init_scale"), by_name.get("t2_vs_log_init_scale")
@@ -66,24 +69,6 @@ def fits_markdown(reports: Sequence, comparisons: Sequence[dict]) -> str:
         slopes = "-" if c["c1"] is None else f"c2 = {c['c2']:.4g} vs c1 = {c['c1']:.4g}"
         text += f"\n| {c['comparison']} | {slopes} | - | {c['predicted']} | {c['verdict']} |"
     return text
-
-
-def _json_safe(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _thresholds(runs: Sequence[Run]) -> tuple[float, float]:
@@ -181,7 +166,7 @@ def log_to_wandb(
     """The figure (and its fit table) as a W&B run of job type ``reproduce``; returns the W&B mode used, None
     when disabled. W&B settings come from the ``wandb.*`` overrides (mode auto: online when logged in)."""
     from lightning_grok.config import load_config
-    from lightning_grok.tracking import resolve_mode, wandb_save_dir
+    from lightning_grok.wandb_logger import resolve_mode, wandb_save_dir
 
     cfg = load_config(None, [o for o in overrides if o.removeprefix("--").startswith("wandb.")], verb=None)
     save_dir = wandb_save_dir(out_dir)
@@ -264,7 +249,7 @@ def _finish_figure(figure, panel_runs, folders, unfinished, out_dir, opts, elaps
         "pdf": paths["pdf"],
     }
     json_path = out_dir / f"{figure.name}.json"
-    json_path.write_text(json.dumps(_json_safe(data), indent=1) + "\n")
+    atomic_write_json(json_path, data)
     mode = None
     try:
         mode = log_to_wandb(figure.name, figure.title, paths["png"], reports, opts["overrides"], out_dir)

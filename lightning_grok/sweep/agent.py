@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_grok.results import format_value
 from lightning_grok.signals import slurm_job_id
 from lightning_grok.sweep.spec import SweepSpec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, read_phases, result_of
@@ -154,12 +155,6 @@ def classify(exit_code: int, stop_signal: int | None, run_status: str | None = N
         return "killed", how
     why = f" ({EXPECTED_FAILURES[exit_code]})" if exit_code in EXPECTED_FAILURES else ""
     return "failed", f"exit status {exit_code}{why}"
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class Agent:
@@ -291,7 +286,8 @@ class Agent:
         self.dir.finish(name, state, exit_code, result, reason)
         times = ""
         if result:
-            times = f": t1={_fmt(result['t_overfit'])} t2={_fmt(result['t_generalize'])} ({result['status']})"
+            t1, t2 = format_value(result["t_overfit"]), format_value(result["t_generalize"])
+            times = f": t1={t1} t2={t2} ({result['status']})"
         self.say(f"{name} {state}{f' ({reason})' if reason else ''} after {time.time() - t0:.1f} s{times}")
         if state == "failed" and exit_code not in EXPECTED_FAILURES:
             self._show_tail(log_path)

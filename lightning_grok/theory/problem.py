@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lightning_grok.data.base import Tensors
+from lightning_grok.data.base import RunData
 from lightning_grok.resources import SIGMA_ESTIMATE_MAX_WIDTH
 from lightning_grok.theory import population as pop
 from lightning_grok.theory.exact import LinearProblem
@@ -67,7 +67,7 @@ def population_rows(
     cfg: DictConfig, model: torch.nn.Module, phi: np.ndarray, theta0: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature-space rows P (k, m) and targets r (k, 1) with mean_i (P_i a - r_i)^2 = L(a) exactly for every a
-    GD can reach from theta0 (span(Phi^T, theta0)); a drop-in test set for the linear kernels' features."""
+    GD can reach from theta0 (span(Phi^T, theta0)); a drop-in test set for the linear GD loops' features."""
     rows, targets = pop.population_rows(feature_moments(cfg, model), np.hstack([phi.T, theta0]))
     return rows, targets[:, None]
 
@@ -83,7 +83,7 @@ def _ridge_projection_sigma_min(cfg: DictConfig) -> tuple[float, str]:
     return max(0.0, float(np.linalg.eigvalsh(s2 * (w @ w.T) / d)[0])), "exact (Sigma = s2 W W^T / d)"
 
 
-def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: Tensors) -> tuple[LinearProblem | None, str]:
+def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple[LinearProblem | None, str]:
     """The run in feature space (float64), or None with the reason no closed form applies."""
     if not getattr(model, "linear_in_parameters", False):
         return None, "the model is not linear in its parameters: no closed form or bound applies"

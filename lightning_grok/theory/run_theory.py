@@ -10,7 +10,7 @@ from lightning_grok.theory.grid import LIMIT_STEP
 
 
 @dataclass
-class Theory:
+class RunTheory:
     problem: LinearProblem
     exact: ExactDynamics
     quantities: Quantities
@@ -20,7 +20,7 @@ class Theory:
     exact_t_generalize: int | None
 
     @classmethod
-    def from_problem(cls, problem: LinearProblem, eps: float, c: float, delta: float) -> Theory:
+    def from_problem(cls, problem: LinearProblem, eps: float, c: float, delta: float) -> RunTheory:
         exact = ExactDynamics(problem)
         q = Quantities.from_problem(problem, eps, c, delta)
         env = Envelopes(q) if q.zero_teacher else None

@@ -1,4 +1,4 @@
-"""Run directories, atomic JSON writes and the W&B logger.
+"""The W&B logger of a run: mode (auto, online, offline, disabled), server probe, directory checks, run id and group.
 
 W&B never stops the science: under ``wandb.mode=auto`` the run logs online only when credentials are
 present *and* the server answers and accepts them (a probe of at most ~12 s); otherwise it logs offline,
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import netrc
 import os
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,34 +24,7 @@ from urllib.parse import urlsplit
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from lightning_grok.atomic import atomic_write_text
 from lightning_grok.config import ConfigError
-
-
-def resolve_output_dir(cfg: DictConfig, config_name: str) -> Path:
-    """cfg.output_dir, else runs/<config name>-<UTC time>-<pid> (unique per run)."""
-    if cfg.output_dir:
-        return Path(cfg.output_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path("runs") / f"{config_name}-{stamp}-{os.getpid()}"
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        return _json_safe(obj.item())
-    return obj
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """JSON with non-finite floats and tensors made safe, written atomically."""
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
-
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT = 10.0  # seconds for the server to answer; with DNS and the thread join, a probe ends within ~12 s

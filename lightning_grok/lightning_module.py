@@ -16,14 +16,14 @@ when ``trainer.max_steps`` is reached or the run diverges; signals are acted on 
 
 The autograd path steps through Lightning's optimizer (``self.optimizers()``), so the precision plugin
 applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradients, skips steps with inf/NaN
-gradients and updates its scale. The fused kernels do their own arithmetic in the parameters' dtype, so they
+gradients and updates its scale. The fused GD loops do their own arithmetic in the parameters' dtype, so they
 serve the ``*-true`` precisions; mixed precision trains on the autograd path.
 
-Kernels (kernels.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused kernel, the linear
-one (row-space or parameter-space) for models linear in their parameters, ``TwoLayerGDKernel`` for the
+Kernels (gd_loops.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused GD loop, the linear
+one (row-space or parameter-space) for models linear in their parameters, ``TwoLayerGDLoop`` for the
 two-layer network; everything else (sgd, adamw, mini-batches, cross-entropy, mixed precision) runs the
-autograd kernel, one member only. The fused kernels evaluate a test-set population loss sparsely, every
-s-th step (``trainer.eval_every``, 0 = automatic), with t1 and t2 still exact to the step (kernels.py).
+autograd loop, one member only. The fused GD loops evaluate a test-set population loss sparsely, every
+s-th step (``trainer.eval_every``, 0 = automatic), with t1 and t2 still exact to the step (gd_loops.py).
 """
 
 from __future__ import annotations
@@ -35,17 +35,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lightning_grok.callbacks.phases import log_schedule
 from lightning_grok.config import ConfigError
-from lightning_grok.data.base import Tensors
-from lightning_grok.kernels import (
-    AutogradKernel,
+from lightning_grok.data.base import RunData
+from lightning_grok.gd_loops import (
+    AutogradLoop,
     Chunk,
-    Evaluation,
-    LinearGDKernel,
-    RowSpaceGDKernel,
-    TwoLayerGDKernel,
+    LinearGDLoop,
+    PopulationSide,
+    RowSpaceGDLoop,
+    TwoLayerGDLoop,
 )
+from lightning_grok.member_phases import log_schedule
 from lightning_grok.models.two_layer import TwoLayerModel
 from lightning_grok.resources import auto_steps_per_call, auto_two_layer_steps_per_call
 from lightning_grok.rundir import fingerprint
@@ -60,7 +60,7 @@ FIRST_CALL_STEPS = 64
 
 
 class GrokkingModule(L.LightningModule):
-    """Trains one run, or B independent runs (``seeds=B``, full-batch ``gd``) batched in one fused kernel.
+    """Trains one run, or B independent runs (``seeds=B``, full-batch ``gd``) batched in one fused GD loop.
 
     ``models[0]`` is ``self.model``; further ensemble members live in ``self.ensemble`` (their own data,
     initialization and teacher), so a single run's checkpoint keys stay ``model.*``.
@@ -70,12 +70,12 @@ class GrokkingModule(L.LightningModule):
         self,
         cfg: DictConfig,
         models: list[nn.Module],
-        tensors: list[Tensors],
+        tensors: list[RunData],
         population_rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         """``population_rows``: per member, feature-space rows P (K, m) and targets r (K, 1) whose mean squared
         error is the closed-form population loss of every GD iterate (theory/problem.population_rows); the
-        linear kernels measure them instead of the test set. None: the test set."""
+        linear GD loops measure them instead of the test set. None: the test set."""
         super().__init__()
         self.population_rows = population_rows
         self.automatic_optimization = False
@@ -91,14 +91,14 @@ class GrokkingModule(L.LightningModule):
         self.ramp_up = not cfg.trainer.steps_per_call  # automatic K: early calls are short
         # s of sparse evaluation (0 = automatic, 1 = every step); a plain attribute, so tests can set it
         self.eval_every = int(cfg.trainer.eval_every)
-        # steps whose test side every kernel evaluates: the phase callback's logging schedule (it sets its own)
+        # steps whose test side every GD loop evaluates: the phase callback's logging schedule (it sets its own)
         self.log_steps = log_schedule(self.max_steps, int(cfg.wandb.log_points))
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
         self.loss_min: torch.Tensor | None = None  # (B,) smallest training loss so far, per member
         self.loss_start: torch.Tensor | None = None  # (B,) training loss at step 0
         self.config_fingerprint = fingerprint(OmegaConf.to_container(cfg, resolve=True))
-        self._kernel = None
+        self._loop = None
         self._batch_gen = generator(cfg.seed, "batches")
 
     @property
@@ -109,21 +109,21 @@ class GrokkingModule(L.LightningModule):
         """trainer.kernel rowspace or auto, when the row space is smaller (n < m): O(n^2) instead of O(nm) a step.
 
         Measured on the ridge defaults (n = 100, m = 1000, one seed): 31,000 steps/s against 10,600 for the
-        parameter-space kernel (benchmarks/bench_loop.py), and more so for larger m or several seeds."""
+        parameter-space GD loop (benchmarks/bench_loop.py), and more so for larger m or several seeds."""
         kind = self.cfg.trainer.kernel
-        if not self.uses_linear_kernel or kind == "parameter":
+        if not self.uses_linear_loop or kind == "parameter":
             return False
         n, m = self.tensors[0].n_train, self.model.trainable.shape[0]
         return n < m
 
     def _floats_per_step(self) -> int | None:
-        if not self.uses_linear_kernel:
+        if not self.uses_linear_loop:
             return None
         n, (m, k) = self.tensors[0].n_train, self.model.trainable.shape
         return len(self.members) * (n if self.rowspace else m) * k
 
     def _auto_steps_per_call(self) -> int:
-        if self.uses_two_layer_kernel:
+        if self.uses_two_layer_loop:
             (m, d), k = self.model.weight.shape, self.model.a.shape[1]
             return auto_two_layer_steps_per_call(len(self.members), self.tensors[0].n_train, m, d, k)
         return auto_steps_per_call(self._floats_per_step())
@@ -131,7 +131,7 @@ class GrokkingModule(L.LightningModule):
     # ---- optimizer ---------------------------------------------------------------------------
     @functools.cached_property
     def _fused_gd(self) -> bool:
-        """Full-batch GD (Eq. 2) on the squared loss in a ``*-true`` precision: what the fused kernels compute."""
+        """Full-batch GD (Eq. 2) on the squared loss in a ``*-true`` precision: what the fused GD loops compute."""
         o = self.cfg.optim
         return (
             o.name == "gd"
@@ -141,11 +141,11 @@ class GrokkingModule(L.LightningModule):
         )
 
     @functools.cached_property
-    def uses_linear_kernel(self) -> bool:
+    def uses_linear_loop(self) -> bool:
         return getattr(self.model, "linear_in_parameters", False) and self._fused_gd
 
     @functools.cached_property
-    def uses_two_layer_kernel(self) -> bool:
+    def uses_two_layer_loop(self) -> bool:
         return isinstance(self.model, TwoLayerModel) and self._fused_gd
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -167,7 +167,7 @@ class GrokkingModule(L.LightningModule):
         torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.SUM)
         return x
 
-    def _build_kernel(self) -> None:
+    def _build_loop(self) -> None:
         dev, dtype = self.device, next(self.model.parameters()).dtype
         rank, world = self._world()
         rows = slice(rank, None, world)  # rank r trains on rows r, r + W, r + 2W, ...
@@ -181,7 +181,7 @@ class GrokkingModule(L.LightningModule):
             vals = [get(t) for t in self.tensors]
             return None if vals[0] is None else torch.stack([cast(v) for v in vals])
 
-        ev = Evaluation(
+        ev = PopulationSide(
             sigma_scale=first.sigma_scale,
             surrogate_eps=None if first.is_classification else float(self.cfg.phases.eps),
             cross_entropy=first.cross_entropy,
@@ -189,23 +189,23 @@ class GrokkingModule(L.LightningModule):
             tau=float(self.cfg.phases.acc_threshold) if first.is_classification else None,
         )
         sparse = {"eval_every": self.eval_every}
-        if len(self.members) > 1 and not (self.uses_linear_kernel or self.uses_two_layer_kernel):
+        if len(self.members) > 1 and not (self.uses_linear_loop or self.uses_two_layer_loop):
             raise ConfigError(
                 f"invalid value for 'seeds': {len(self.members)} (allowed: 1 unless optim.name=gd, full batch, "
-                "squared loss and a *-true trainer.precision: only the fused GD kernels batch several seeds)"
+                "squared loss and a *-true trainer.precision: only the fused GD loops batch several seeds)"
             )
-        if self.uses_two_layer_kernel:
+        if self.uses_two_layer_loop:
             ev.x_test, ev.y_test = stacked(lambda t: t.x_test), stacked(lambda t: t.y_test)
             ev.test_labels = stacked(lambda t: t.test_labels)
             ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
             x, y = stacked(lambda t: t.x_train[rows]), stacked(lambda t: t.y_train[rows])
             lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
             width = self.model.weight.shape[0]
-            self._kernel = TwoLayerGDKernel(
+            self._loop = TwoLayerGDLoop(
                 x.contiguous(), y, width, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
             )
             return
-        if self.uses_linear_kernel:
+        if self.uses_linear_loop:
             with torch.no_grad():
                 phi = torch.stack(
                     [m.features(cast(t.x_train[rows])) for m, t in zip(self.members, self.tensors, strict=True)]
@@ -226,14 +226,14 @@ class GrokkingModule(L.LightningModule):
             y = stacked(lambda t: t.y_train[rows])
             lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
             # the row-space form needs all training rows in one process
-            kernel = RowSpaceGDKernel if self.rowspace and world == 1 else LinearGDKernel
-            self._kernel = kernel(
+            loop_class = RowSpaceGDLoop if self.rowspace and world == 1 else LinearGDLoop
+            self._loop = loop_class(
                 phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
             )
             return
         ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)
         ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(dev)
-        self._kernel = AutogradKernel(
+        self._loop = AutogradLoop(
             self.model,
             self.optimizers(),  # Lightning's optimizer: its step runs the precision plugin (GradScaler)
             cast(first.x_train[rows]),
@@ -247,7 +247,7 @@ class GrokkingModule(L.LightningModule):
         )
 
     def on_fit_start(self) -> None:
-        self._build_kernel()
+        self._build_loop()
 
     # ---- the training loop -------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -261,29 +261,29 @@ class GrokkingModule(L.LightningModule):
             steps = min(steps, max(FIRST_CALL_STEPS, self.gd_step))
         members, wanted = self.members, self.log_steps
         # The models' parameters stay the state between calls (checkpoints, resume): one member's are passed as
-        # views the kernel writes through, several members' are stacked and copied back.
-        if self.uses_linear_kernel:
+        # views the GD loop writes through, several members' are stacked and copied back.
+        if self.uses_linear_loop:
             if len(members) == 1:
                 theta = self.model.trainable.data.unsqueeze(0)
-                chunk = self._kernel.run(theta, self.gd_step, steps, wanted)
+                chunk = self._loop.run(theta, self.gd_step, steps, wanted)
             else:
                 theta = torch.stack([m.trainable.data for m in members])
-                chunk = self._kernel.run(theta, self.gd_step, steps, wanted)
+                chunk = self._loop.run(theta, self.gd_step, steps, wanted)
                 for m, th in zip(members, theta, strict=True):
                     m.trainable.data.copy_(th)
-        elif self.uses_two_layer_kernel:
+        elif self.uses_two_layer_loop:
             if len(members) == 1:
                 w, a = self.model.weight.data.unsqueeze(0), self.model.a.data.unsqueeze(0)
-                chunk = self._kernel.run(w, a, self.gd_step, steps, wanted)
+                chunk = self._loop.run(w, a, self.gd_step, steps, wanted)
             else:
                 w = torch.stack([m.weight.data for m in members])
                 a = torch.stack([m.a.data for m in members])
-                chunk = self._kernel.run(w, a, self.gd_step, steps, wanted)
+                chunk = self._loop.run(w, a, self.gd_step, steps, wanted)
                 for m, wi, ai in zip(members, w, a, strict=True):
                     m.weight.data.copy_(wi)
                     m.a.data.copy_(ai)
         else:
-            chunk = self._kernel.run(self.gd_step, steps)
+            chunk = self._loop.run(self.gd_step, steps)
         self.last_chunk = chunk
         self.gd_step += steps
         self._check_divergence(chunk)

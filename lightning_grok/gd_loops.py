@@ -1,16 +1,16 @@
-"""Training kernels: K optimizer steps per call, every step's losses recorded into preallocated buffers.
+"""GD loops: K optimizer steps per call, every step's losses recorded into preallocated buffers.
 
 Lightning's per-call overhead is paid once per K steps (``trainer.steps_per_call``), so a call of a
-kernel is the unit of work of one ``training_step``. The kernels:
+GD loop is the unit of work of one ``training_step``. The GD loops:
 
-* ``LinearGDKernel``: full-batch GD (Eq. 2) for models linear in their parameters, fused into two
+* ``LinearGDLoop``: full-batch GD (Eq. 2) for models linear in their parameters, fused into two
   BLAS calls per step:  R_t = Phi theta_t - Y,  theta_{t+1} = (1 - eta lambda) theta_t - (eta/n) Phi^T R_t.
   This is exactly ``torch.optim.SGD(lr=eta, weight_decay=lambda)`` on the gradient (1/n) Phi^T R_t.
   Losses are evaluated afterwards for the whole block of K iterates at once (BLAS-3).
-  ``RowSpaceGDKernel``: the same iterates in the row space of Phi, O(n^2) a step when n < m.
-* ``TwoLayerGDKernel``: full-batch GD (Eq. 2 on both layers) for the two-layer ReLU network of Sec. 5.3,
+  ``RowSpaceGDLoop``: the same iterates in the row space of Phi, O(n^2) a step when n < m.
+* ``TwoLayerGDLoop``: full-batch GD (Eq. 2 on both layers) for the two-layer ReLU network of Sec. 5.3,
   with hand-written gradients: four batched matrix products a step, the training loss from the forward pass.
-* ``AutogradKernel``: any model and any torch optimizer (gd, sgd with momentum, adamw), full batch
+* ``AutogradLoop``: any model and any torch optimizer (gd, sgd with momentum, adamw), full batch
   or mini-batches, with the losses of theta_t recorded before each update. It evaluates the test side at
   every step: a replay would have to restore optimizer moments, mini-batch generators and the GradScaler.
 
@@ -18,13 +18,13 @@ Under DDP each rank holds a shard of the training rows; the gradient (a sum over
 loss are all-reduced, so every rank follows the single-process trajectory.
 
 Sparse evaluation. When the population loss comes from a test set of N points it can cost several training
-steps (N m (d + k) multiply-adds for the two-layer network against n m (2d + 3k) for its step). The GD kernels
+steps (N m (d + k) multiply-adds for the two-layer network against n m (2d + 3k) for its step). The GD loops
 then evaluate the test side (test loss, test accuracy or surrogate accuracy) only at every s-th step
 (absolute multiples of s), at the first and last step of each call, and at the steps the loggers want
 (``wanted``); the other rows of ``Chunk.test_loss`` hold NaN and ``Chunk.evaluated`` says which are real.
 Wherever a phase threshold is crossed between two consecutive evaluated steps (test loss above c, then <= c;
-test accuracy below tau, then >= tau) every step in between is evaluated too (the two-layer kernel replays
-that block of GD from its stored start; the linear kernels keep every iterate of a call). So t2 = min{t :
+test accuracy below tau, then >= tau) every step in between is evaluated too (the two-layer GD loop replays
+that block of GD from its stored start; the linear GD loops keep every iterate of a call). So t2 = min{t :
 L(theta_t) <= c} is exact to the step, assuming the curve does not dip below c and climb back above it
 within one block of s steps whose two ends are both above c. t1 needs nothing: the training loss is
 recorded at every step. ``eval_every``: s; 0 picks it from the cost ratio (``auto_eval_every``), 1 evaluates
@@ -55,7 +55,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Chunk:
-    """Per-step records of one kernel call, shape (K, B): row i is GD step ``start + i`` (theta before update i),
+    """Per-step records of one GD-loop call, shape (K, B): row i is GD step ``start + i`` (theta before update i),
     column b is ensemble member b (B = 1 for a single run)."""
 
     start: int
@@ -74,10 +74,10 @@ class Chunk:
 
 
 @dataclass
-class Evaluation:
+class PopulationSide:
     """Population side of a run, on the run's device: a test set, or an exact Sigma = sigma I with theta*."""
 
-    x_test: torch.Tensor | None = None  # inputs (network kernels) or features (linear kernel)
+    x_test: torch.Tensor | None = None  # inputs (network loops) or features (linear GD loop)
     y_test: torch.Tensor | None = None
     theta_star: torch.Tensor | None = None
     sigma_scale: float | None = None
@@ -94,7 +94,7 @@ class Evaluation:
 
 
 # ---- sparse evaluation of the test side -------------------------------------------------------------------------
-# Evaluation may take about this share of the steps' multiply-adds; in time it takes less, since it runs as one
+# PopulationSide may take about this share of the steps' multiply-adds; in time it takes less, since it runs as one
 # large matrix product while a step is several small ones.
 EVAL_SHARE = 0.25
 MAX_EVAL_EVERY = 256
@@ -121,7 +121,7 @@ def eval_points(start: int, steps: int, every: int, wanted: Sequence[int] | np.n
     return torch.from_numpy(np.unique(np.concatenate(parts)).astype(np.int64))
 
 
-def _crossed(prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor], ev: Evaluation) -> torch.Tensor:
+def _crossed(prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor], ev: PopulationSide) -> torch.Tensor:
     """Where a t2 threshold is crossed into its reached side between two evaluated iterates: test loss > c then
     <= c (Sec. 2's t2), or test accuracy < tau then >= tau (the accuracy t2). NaN (a diverged run) never crosses."""
     loss0, loss1 = prev["loss"], now["loss"]
@@ -131,7 +131,7 @@ def _crossed(prev: dict[str, torch.Tensor], now: dict[str, torch.Tensor], ev: Ev
     return out
 
 
-def _blocks_to_fill(points: torch.Tensor, values: dict[str, torch.Tensor], ev: Evaluation) -> torch.Tensor | None:
+def _blocks_to_fill(points: torch.Tensor, values: dict[str, torch.Tensor], ev: PopulationSide) -> torch.Tensor | None:
     """The un-evaluated indices strictly between consecutive ``points`` (E,) whose values (E, B) cross a threshold
     for any member; None when no block does."""
     if len(points) < 2:
@@ -145,7 +145,7 @@ def _blocks_to_fill(points: torch.Tensor, values: dict[str, torch.Tensor], ev: E
 
 
 def _sparse_records(
-    evaluate: Callable[[torch.Tensor], dict[str, torch.Tensor]], steps: int, points: torch.Tensor, ev: Evaluation
+    evaluate: Callable[[torch.Tensor], dict[str, torch.Tensor]], steps: int, points: torch.Tensor, ev: PopulationSide
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """Test-side records of a call of ``steps`` stored iterates, evaluated at ``points`` and inside every block
     where a threshold is crossed. ``evaluate(idx)`` gives {"loss": (E, B), extra name: (E, B)} for the iterates
@@ -168,7 +168,7 @@ def _sparse_records(
     return scatter(values.pop("loss")), {key: scatter(v) for key, v in values.items()}, evaluated
 
 
-class LinearGDKernel:
+class LinearGDLoop:
     """Fused full-batch GD for B independent members at once (B = 1 for a single run), batched over members:
     phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B)."""
 
@@ -179,7 +179,7 @@ class LinearGDKernel:
         lr: float,
         weight_decay: float,
         n_global: int,
-        evaluation: Evaluation,
+        evaluation: PopulationSide,
         max_steps_per_call: int,
         reduce: Reduce = _identity,
         eval_every: int = 0,
@@ -229,21 +229,21 @@ class LinearGDKernel:
         return Chunk(start, train, test, extras, evaluated)
 
 
-def _every(eval_every: int, ev: Evaluation, step_cost: float, eval_cost: float) -> int:
-    """s of a kernel: 1 for the closed-form population loss, for no threshold to watch, or when asked;
+def _every(eval_every: int, ev: PopulationSide, step_cost: float, eval_cost: float) -> int:
+    """s of a GD loop: 1 for the closed-form population loss, for no threshold to watch, or when asked;
     ``eval_every`` if set; else ``auto_eval_every``."""
     if ev.exact or ev.c is None or eval_cost == 0:
         return 1
     return int(eval_every) if eval_every > 0 else auto_eval_every(step_cost, eval_cost)
 
 
-class RowSpaceGDKernel:
+class RowSpaceGDLoop:
     """The same GD (Eq. 2) in the row space of Phi, for n < m. With Phi^T = V R (thin QR, V in R^{m x n})
     theta_t = V c_t + (1 - eta lambda)^t theta_perp, and one GD step is one affine map of c in R^{n x k}:
 
         c_{t+1} = M c_t + b,   M = (1 - eta lambda) I - (eta/n) R R^T,   b = (eta/n) R Y,
 
-    O(n^2) instead of O(n m) per step: the iterates of ``LinearGDKernel`` up to rounding (~1e-15).
+    O(n^2) instead of O(n m) per step: the iterates of ``LinearGDLoop`` up to rounding (~1e-15).
     Coefficients are kept as rows (C = c^T, shape (B, k, n)) because batched row-times-matrix products
     are several times faster on CPUs than batched matrix-times-column ones. Losses, residuals and test
     predictions of a whole call are computed afterwards with one batched matrix product per member.
@@ -257,7 +257,7 @@ class RowSpaceGDKernel:
         lr: float,
         weight_decay: float,
         n_global: int,
-        evaluation: Evaluation,
+        evaluation: PopulationSide,
         max_steps_per_call: int,
         eval_every: int = 0,
     ):
@@ -326,7 +326,7 @@ class RowSpaceGDKernel:
         return Chunk(start, train, test, extras, evaluated)
 
 
-def _linear_population(thetas: torch.Tensor, ev: Evaluation, points: torch.Tensor):
+def _linear_population(thetas: torch.Tensor, ev: PopulationSide, points: torch.Tensor):
     """Population loss of the iterates ``thetas`` (K, B, m, k): (K, B) loss, (K, B) extras, evaluated mask.
     Closed form at every step; on a test set at ``points`` and in the blocks where a threshold is crossed."""
     if ev.exact:
@@ -344,7 +344,7 @@ def _linear_population(thetas: torch.Tensor, ev: Evaluation, points: torch.Tenso
 def _test_set_losses(
     predict: Callable[[torch.Tensor], torch.Tensor],
     idx: torch.Tensor,
-    ev: Evaluation,
+    ev: PopulationSide,
     budget: int = TEST_BLOCK_ELEMENTS,
 ) -> dict[str, torch.Tensor]:
     """Test loss (and accuracy or surrogate accuracy) of the iterates ``idx`` (E,): {"loss": (E, B), ...};
@@ -378,12 +378,12 @@ CPU_GROUP_BYTES = 1 << 20
 
 @dataclass
 class _Group:
-    """Members g0..g1-1 of a two-layer kernel: their data and the buffers their steps use (views, no copies)."""
+    """Members g0..g1-1 of a two-layer GD loop: their data and the buffers their steps use (views, no copies)."""
 
     rows: slice
     x: torch.Tensor
     y: torch.Tensor
-    ev: Evaluation
+    ev: PopulationSide
     z: torch.Tensor
     h: torch.Tensor
     g: torch.Tensor
@@ -402,7 +402,7 @@ class _Group:
     test_err: torch.Tensor | None
 
 
-class TwoLayerGDKernel:
+class TwoLayerGDLoop:
     """Fused full-batch GD for the two-layer ReLU network of Sec. 5.3, N(x) = sum_j a_j relu(<w_j, x>), both layers
     trained, for B independent members at once: x (B, n, d), y (B, n, k), W (B, m, d), a (B, m, k).
 
@@ -435,7 +435,7 @@ class TwoLayerGDKernel:
         lr: float,
         weight_decay: float,
         n_global: int,
-        evaluation: Evaluation,
+        evaluation: PopulationSide,
         max_steps_per_call: int,
         reduce: Reduce = _identity,
         eval_every: int = 0,
@@ -612,11 +612,11 @@ class TwoLayerGDKernel:
 
 def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Top-1 accuracy of logits or one-hot regressions, by torchmetrics (no per-step argument checks: the
-    kernel fixes the shapes)."""
+    loop fixes the shapes)."""
     return multiclass_accuracy(out, labels, num_classes=out.shape[1], average="micro", validate_args=False)
 
 
-class AutogradKernel:
+class AutogradLoop:
     """Steps of a torch optimizer on the Eq. (1) objective (or cross-entropy), losses of theta_t recorded."""
 
     def __init__(
@@ -626,7 +626,7 @@ class AutogradKernel:
         x: torch.Tensor,
         y: torch.Tensor,
         n_global: int,
-        evaluation: Evaluation,
+        evaluation: PopulationSide,
         batch_size: int | None = None,
         batch_generator: torch.Generator | None = None,
         reduce: Reduce = _identity,
