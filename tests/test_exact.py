@@ -78,13 +78,15 @@ def test_ridge_fixed_point_is_the_ridge_solution():
 
 
 def test_tiny_weight_decay_is_solved_without_iterating():
-    """lambda = 1e-7 puts t2 in the tens of millions of steps; the closed form needs well under a second."""
+    """lambda = 1e-7 puts t2 in the tens of millions of steps; the closed form needs a fraction of a second
+    (iterating GD that far would take minutes). CPU time with a wide margin: the check must not depend on
+    what else the machine is running."""
     problem, _ = _problem(n=100, m=1000, lam=1e-7)
-    start = time.perf_counter()
+    start = time.process_time()
     exact = ExactDynamics(problem)
     t1, t2 = exact.t_overfit(0.01), exact.t_generalize(0.01)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
+    elapsed = time.process_time() - start
+    assert elapsed < 5.0
     assert t2 > 10**7
     # t2 is the first step at or below c: check the two steps around it exactly
     assert exact.population_loss(t2)[0] <= 0.01 < exact.population_loss(t2 - 1)[0]
