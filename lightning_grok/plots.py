@@ -129,6 +129,15 @@ def _loss_axes(ax: plt.Axes, eps: float, c: float, title: str) -> None:
     ax.set(xscale="log", yscale="log", xlabel="GD step $t$", ylabel="loss")
     ax.set_title(title, fontsize=9.5)
     bottom, top = ax.get_ylim()
+    # an exact loss of 0.0 (reached in float64) makes log autoscaling pad by hundreds of decades: cap the top
+    # at a few times the largest value drawn
+    highest = [
+        np.nanmax(y[np.isfinite(y) & (y > 0)])
+        for y in (np.asarray(ln.get_ydata(), float) for ln in ax.get_lines())
+        if np.any(np.isfinite(y) & (y > 0))
+    ]
+    if highest:
+        top = min(top, 3 * max(highest))
     ax.set_ylim(bottom=max(bottom, min(eps, c) * FLOOR), top=top)
     ax.grid(alpha=0.3, which="major", lw=0.5)
 

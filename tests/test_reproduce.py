@@ -21,6 +21,9 @@ from lightning_grok.cli import main
 from lightning_grok.reproduce import FIGURES, panel_sweep, report, reproduce, sweeps
 
 OVERRIDES = ("wandb.mode=disabled",)
+# the module fixture runs every figure at --quick size (about 50 small runs, 2-5 minutes on 2 idle cores); the
+# first test pays for it, so it gets more than the suite's default 600 s on a loaded machine
+pytestmark = pytest.mark.timeout(1800)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
