@@ -19,7 +19,7 @@ applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradient
 gradients and updates its scale. The fused GD loops do their own arithmetic in the parameters' dtype, so they
 serve the ``*-true`` precisions; mixed precision trains on the autograd path.
 
-Kernels (gd_loops.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused GD loop, the linear
+GD loops (gd_loops.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused GD loop, the linear
 one (row-space or parameter-space) for models linear in their parameters, ``TwoLayerGDLoop`` for the
 two-layer network; everything else (sgd, adamw, mini-batches, cross-entropy, mixed precision) runs the
 autograd loop, one member only. The fused GD loops evaluate a test-set population loss sparsely, every
@@ -74,7 +74,7 @@ class GrokkingModule(L.LightningModule):
         population_rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         """``population_rows``: per member, feature-space rows P (K, m) and targets r (K, 1) whose mean squared
-        error is the closed-form population loss of every GD iterate (theory/problem.population_rows); the
+        error is the closed-form population loss of every GD iterate (theory/population.population_rows); the
         linear GD loops measure them instead of the test set. None: the test set."""
         super().__init__()
         self.population_rows = population_rows
@@ -210,14 +210,14 @@ class GrokkingModule(L.LightningModule):
                 phi = torch.stack(
                     [m.features(cast(t.x_train[rows])) for m, t in zip(self.members, self.tensors, strict=True)]
                 )
-                if first.x_test is not None:
+                if self.population_rows is None and first.x_test is not None:
                     ev.x_test = torch.stack(
                         [m.features(cast(t.x_test)) for m, t in zip(self.members, self.tensors, strict=True)]
                     )
             ev.y_test, ev.theta_star = stacked(lambda t: t.y_test), stacked(lambda t: t.theta_star)
             if self.population_rows is not None:
-                # t2 without sampling error. The rows are no points of input space, so the surrogate accuracy
-                # (a fraction of test points, Fig. 5) is not defined on them.
+                # t2 without sampling error, and no features of the test set to compute. The rows are no points of
+                # input space, so the surrogate accuracy (a fraction of test points, Fig. 5) is not defined on them.
                 ev.x_test = torch.stack([cast(p) for p, _ in self.population_rows])
                 ev.y_test = torch.stack([cast(r) for _, r in self.population_rows])
                 ev.surrogate_eps = None

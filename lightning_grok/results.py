@@ -191,7 +191,7 @@ def flat_summary(res: dict) -> dict:
     """W&B summary keys (times in GD steps): grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/acc/...
     (classification), grok/exact/..., grok/bound/..., final/...; for an ensemble the members' means with
     grok/*_std. Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
-    times = ("t_overfit", "t_generalize", "grokking_time")
+    times = TIMES  # t1, t2, t2 - t1
     members = res.get("members") or [res]
     single = members[0] if len(members) == 1 else {}
     s = {f"grok/{k}": res.get(k) for k in (*times, "steps_run", "status")}

@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_grok.results import TIMES, RunResult, normalize
+
 STEP_METRIC = "gd_step"  # logged in every history row: the GD step of the row
 EXACT_PREFIX = "exact/"  # exact/train/loss, exact/test/loss
-TIMES = ("t_overfit", "t_generalize", "grokking_time")
 
 _declared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wandb run -> keys declared in it
 
@@ -99,13 +100,8 @@ def declare_curves(trainer: Any, keys: Sequence[str]) -> None:
 
 
 def _members(res: dict) -> list[dict]:
-    """Each member's result: ``members`` (any length), else the run itself (a single run of an older shape)."""
-    return res.get("members") or [res]
-
-
-def _seed(res: dict, i: int) -> int | None:
-    seed = (res.get("config") or {}).get("seed")
-    return None if seed is None else int(seed) + i
+    """Each member's result (``results.normalize``: a single run of an older shape is a member of its own)."""
+    return normalize(res)["members"]
 
 
 def _matches(exact: dict) -> bool | None:
@@ -169,15 +165,11 @@ def exact_rows(res: dict) -> list[list]:
 
 
 def member_rows(res: dict) -> list[list]:
-    """Per member: index, seed, t1, t2, t2 - t1, exact t1, exact t2 (GD steps), final training and test loss."""
-    rows = []
-    for i, m in enumerate(_members(res)):
-        ex, final = m.get("exact") or {}, m.get("final") or {}
-        rows.append(
-            [i, _seed(res, i), *(m.get(k) for k in TIMES), ex.get("t_overfit"), ex.get("t_generalize")]
-            + [final.get("train/loss"), final.get("test/loss")]
-        )
-    return rows
+    """Per member: index, seed, t1, t2, t2 - t1, exact t1, exact t2 (GD steps), final training and test loss
+    (the columns of ``results.RunResult.member_rows`` this table shows)."""
+    columns = [*TIMES, "exact_t_overfit", "exact_t_generalize", "final/train/loss", "final/test/loss"]
+    rows = RunResult(Path(), normalize(res)).member_rows()
+    return [[i, row["seed"], *(row.get(k) for k in columns)] for i, row in enumerate(rows)]
 
 
 def curves_figure(res: dict, curves: dict, theories: Sequence[Any]) -> Any | None:

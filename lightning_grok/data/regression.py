@@ -173,7 +173,7 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
         x_test = math.sqrt(input_variance(data.input_dist, latent_dim(cfg))) * w_proj.T.contiguous()
         y_test = teacher(x_test)
     elif exact and not gaussian_identity:
-        # random features: training and theory use the closed-form rows (theory/problem.population_rows); this
+        # random features: training and theory use the closed-form rows (theory/population.population_rows); this
         # test set serves the optimizers without a closed form (sgd, adamw), which measure it instead
         x_test = draw(data.n_test, "test")
         y_test = teacher(x_test)

@@ -32,7 +32,7 @@ import yaml
 from filelock import FileLock
 
 from lightning_grok.atomic import atomic_write_text
-from lightning_grok.results import flat_summary, normalize
+from lightning_grok.results import TIMES, flat_summary, normalize
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of, same_runs
 
 STATE_VERSION = 1
@@ -119,12 +119,11 @@ def read_phases(path: Path) -> dict | None:
 def result_of(phases: dict) -> dict:
     """The part of a run's phases.json the sweep keeps: times, status, bound verdicts, final losses, and each
     member's times (so an ensemble's summary can be rebuilt)."""
-    times = ("t_overfit", "t_generalize", "grokking_time")
 
     def times_of(part: dict | None) -> dict | None:
-        return {k: part.get(k) for k in times} if part else None
+        return {k: part.get(k) for k in TIMES} if part else None
 
-    res = {k: phases.get(k) for k in ("status", "steps_run", *times, "diverged_at")}
+    res = {k: phases.get(k) for k in ("status", "steps_run", *TIMES, "diverged_at")}
     for part in ("exact", "accuracy"):
         if phases.get(part):
             res[part] = times_of(phases[part])
@@ -135,10 +134,10 @@ def result_of(phases: dict) -> dict:
     members = normalize(phases)["members"]
     if len(members) > 1:
         res["members"] = [
-            {k: m.get(k) for k in times} | {p: times_of(m.get(p)) for p in ("exact", "accuracy") if m.get(p)}
+            {k: m.get(k) for k in TIMES} | {p: times_of(m.get(p)) for p in ("exact", "accuracy") if m.get(p)}
             for m in members
         ]
-        res["aggregate"] = {k: v for k, v in (phases.get("aggregate") or {}).items() if k.startswith("exact_")}
+        res["aggregate"] = phases.get("aggregate") or {}  # the means and spreads flat_summary reports
     return res
 
 

@@ -129,8 +129,7 @@ def seed_aggregates(params: list[str], table: list[dict]) -> tuple[list[str], li
     groups: dict[str, dict] = {}
     for row in table:
         point = {k: row["params"].get(k) for k in keys}
-        g = groups.setdefault(point_key(point), {"params": point, "t1": [], "t2": [], "runs": 0, "pending": 0})
-        g["runs"] += 1
+        g = groups.setdefault(point_key(point), {"params": point, "t1": [], "t2": [], "pending": 0})
         g["pending"] += row["state"] != "finished"
         for m in row.get("members") or []:
             g["t1"].append(m["t_overfit"])

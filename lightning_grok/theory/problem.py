@@ -63,15 +63,6 @@ def feature_moments(cfg: DictConfig, model: torch.nn.Module) -> pop.FeatureMomen
     return pop.FeatureMoments(feats, teacher, cfg.data.input_dist, input_dim(cfg))
 
 
-def population_rows(
-    cfg: DictConfig, model: torch.nn.Module, phi: np.ndarray, theta0: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature-space rows P (k, m) and targets r (k, 1) with mean_i (P_i a - r_i)^2 = L(a) exactly for every a
-    GD can reach from theta0 (span(Phi^T, theta0)); a drop-in test set for the linear GD loops' features."""
-    rows, targets = pop.population_rows(feature_moments(cfg, model), np.hstack([phi.T, theta0]))
-    return rows, targets[:, None]
-
-
 def _ridge_projection_sigma_min(cfg: DictConfig) -> tuple[float, str]:
     from lightning_grok.data.regression import latent_dim, ridge_projection
 
@@ -93,6 +84,7 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple
         return None, "cross-entropy objective: the theory covers the squared loss"
     dtype = param_dtype(cfg)
     exact_rf = closed_form(cfg)
+    moments = feature_moments(cfg, model) if exact_rf else None  # one teacher draw for lambda_min and the rows
     with torch.no_grad():
         feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
         phi = feats(t.x_train)
@@ -106,7 +98,7 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple
         elif cfg.data.kind == "regression" and cfg.model.family == "ridge":
             sigma_min, source = _ridge_projection_sigma_min(cfg)
         elif exact_rf:
-            sigma_min, source = pop.sigma_min(feature_moments(cfg, model))
+            sigma_min, source = pop.sigma_min(moments)
         elif t.x_sigma is not None:
             m = phi.shape[1]
             if m > SIGMA_ESTIMATE_MAX_WIDTH and not t.sigma_is_exact:
@@ -123,8 +115,10 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple
         rows = [phi] + ([phi_test] if phi_test is not None else [])
         b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
     if exact_rf:
-        # the closed form replaces the test set (which training still measures; see population_rows)
-        phi_test, y_test = population_rows(cfg, model, phi, theta0)
+        # rows whose mean squared error is L exactly on span(Phi^T, theta0), where GD moves: they replace the test
+        # set here and in training (experiment.build passes them to the GD loop)
+        rows, targets = pop.population_rows(moments, np.hstack([phi.T, theta0]))
+        phi_test, y_test = rows, targets[:, None]
     theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
     residual = None
     if theta_star is None and t.finite_population:
