@@ -27,8 +27,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lightning_grok.theory.exact import ExactDynamics  # noqa: E402
-
 T1_COLOR, T2_COLOR = "tab:blue", "tab:red"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:red"
 # bounds drawn in the times panels: (bound name in phases.json, which time, line style, legend label)
@@ -39,14 +37,6 @@ BOUND_STYLES = (
     ("eq7_t_generalize_lower", "t2", "-.", "Eq. (7) bound"),
 )
 FLOOR = 1e-8  # loss axes stop at min(eps, c) * FLOOR: below it a float64 loss is rounding noise
-
-
-def exact_curves(exacts: Sequence[ExactDynamics], steps: np.ndarray) -> dict[str, np.ndarray]:
-    """Members' mean exact training loss L_n and population loss L at ``steps`` (GD steps)."""
-    return {
-        "train/loss": np.mean([e.train_loss(steps) for e in exacts], axis=0),
-        "test/loss": np.mean([e.population_loss(steps) for e in exacts], axis=0),
-    }
 
 
 def layout(count: int) -> tuple[plt.Figure, list[plt.Axes]]:

@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_grok.results import TIMES, RunResult, normalize
+from lightning_grok.results import EXACT_PREFIX, TIMES, ExactTimes, RunResult
 
 STEP_METRIC = "gd_step"  # logged in every history row: the GD step of the row
-EXACT_PREFIX = "exact/"  # exact/train/loss, exact/test/loss
 
 _declared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wandb run -> keys declared in it
 
@@ -99,43 +98,21 @@ def declare_curves(trainer: Any, keys: Sequence[str]) -> None:
         done.add(STEP_METRIC)
 
 
-def _members(res: dict) -> list[dict]:
-    """Each member's result (``results.normalize``: a single run of an older shape is a member of its own)."""
-    return normalize(res)["members"]
-
-
-def _matches(exact: dict) -> bool | None:
-    flags = [exact.get("t_overfit_matches"), exact.get("t_generalize_matches")]
+def _matches(exact: ExactTimes) -> bool | None:
+    flags = [exact.t_overfit_matches, exact.t_generalize_matches]
     if False in flags:
         return False
     return True if all(f is True for f in flags) else None
 
 
-def bounds_rows(res: dict) -> list[list]:
+def bounds_rows(res: RunResult) -> list[list]:
     """One row per (member, bound): member, name, source, target, side, value, measured, verdict, and the
     hypotheses that are not met ("; "-joined, "(not required)" after those the proof does not need)."""
-    rows = []
-    for i, m in enumerate(_members(res)):
-        for name, b in (m.get("bounds") or {}).items():
-            failed = [
-                h.get("statement", "") + ("" if h.get("required", True) else " (not required)")
-                for h in b.get("hypotheses") or []
-                if not h.get("met", True)
-            ]
-            rows.append(
-                [
-                    i,
-                    name,
-                    b.get("source"),
-                    b.get("target"),
-                    b.get("side"),
-                    b.get("value"),
-                    b.get("measured"),
-                    b.get("verdict"),
-                    "; ".join(failed),
-                ]
-            )
-    return rows
+    return [
+        [i, name, b.source, b.target, b.side, b.value, b.measured, b.verdict, "; ".join(b.failed_hypotheses)]
+        for i, m in enumerate(res.members)
+        for name, b in m.bounds.items()
+    ]
 
 
 BOUNDS_COLUMNS = ["member", "name", "source", "target", "side", "value", "measured", "verdict", "failed_hypotheses"]
@@ -153,44 +130,44 @@ MEMBERS_COLUMNS = [
 ]
 
 
-def exact_rows(res: dict) -> list[list]:
+def exact_rows(res: RunResult) -> list[list]:
     """Per member with exact dynamics: t1, exact t1, t2, exact t2 (GD steps) and whether both match."""
-    rows = []
-    for i, m in enumerate(_members(res)):
-        ex = m.get("exact")
-        if ex:
-            t1, t2 = m.get("t_overfit"), m.get("t_generalize")
-            rows.append([i, t1, ex.get("t_overfit"), t2, ex.get("t_generalize"), _matches(ex)])
-    return rows
+    return [
+        [i, m.t_overfit, m.exact.t_overfit, m.t_generalize, m.exact.t_generalize, _matches(m.exact)]
+        for i, m in enumerate(res.members)
+        if m.exact
+    ]
 
 
-def member_rows(res: dict) -> list[list]:
+def member_rows(res: RunResult) -> list[list]:
     """Per member: index, seed, t1, t2, t2 - t1, exact t1, exact t2 (GD steps), final training and test loss
     (the columns of ``results.RunResult.member_rows`` this table shows)."""
     columns = [*TIMES, "exact_t_overfit", "exact_t_generalize", "final/train/loss", "final/test/loss"]
-    rows = RunResult(Path(), normalize(res)).member_rows()
-    return [[i, row["seed"], *(row.get(k) for k in columns)] for i, row in enumerate(rows)]
+    return [[i, row["seed"], *(row.get(k) for k in columns)] for i, row in enumerate(res.member_rows())]
 
 
-def curves_figure(res: dict, curves: dict, theories: Sequence[Any]) -> Any | None:
+def curves_figure(res: RunResult, curves: dict) -> Any | None:
     """Matplotlib figure (Agg): L_n and L against GD steps, log x, measured solid (members' mean, +- std band),
-    exact dashed, t1 and t2 marked (``plots.ensemble_panel``). None without curves or exact dynamics."""
-    steps = np.asarray(curves.get("step") or [], dtype=np.int64)
-    exact = exact_curves(theories, steps)
-    if not len(steps) or not exact:
+    exact dashed (the ``exact/*`` curves of curves.json), t1 and t2 marked (``plots.ensemble_panel``). None
+    without curves or exact dynamics."""
+    exact = {
+        k[len(EXACT_PREFIX) :]: v for k, v in curves.items() if k.startswith(EXACT_PREFIX) and not k.endswith("_std")
+    }
+    if not curves.get("step") or not exact:
         return None
     from lightning_grok import plots  # matplotlib, Agg backend
 
-    first, count = _members(res)[0], len(_members(res))
-    phases = (res.get("config") or {}).get("phases") or {}
-    eps, c = first.get("eps", phases.get("eps")), first.get("c", phases.get("c"))
+    first, count = res.members[0], len(res.members)
+    phases = res.config.get("phases") or {}
+    eps = first.eps if first.eps is not None else phases.get("eps")
+    c = first.c if first.c is not None else phases.get("c")
     fig, ax = plots.plt.subplots(figsize=(6.4, 4.4))
     plots.ensemble_panel(
         ax,
         curves,
-        exact={k[len(EXACT_PREFIX) :]: v for k, v in exact.items() if not k.endswith("_std")},
-        t1=res.get("t_overfit"),
-        t2=res.get("t_generalize"),
+        exact={k: np.asarray(v, dtype=np.float64) for k, v in exact.items()},
+        t1=res.t_overfit,
+        t2=res.t_generalize,
         eps=eps,
         c=c,
         title="measured (solid) vs exact GD (dashed)" + (f", mean of {count} seeds" if count > 1 else ""),
@@ -210,10 +187,10 @@ def _log_table(run: Any, key: str, what: str, columns: list[str], rows: list[lis
         _warn(what, exc)
 
 
-def _log_figure(run: Any, res: dict, curves: dict, theories: Sequence[Any]) -> None:
+def _log_figure(run: Any, res: RunResult, curves: dict) -> None:
     fig = None
     try:
-        fig = curves_figure(res, curves, theories)
+        fig = curves_figure(res, curves)
         if fig is not None:
             import wandb
 
@@ -244,9 +221,7 @@ def _log_artifact(run: Any, output_dir: Path | None) -> None:
 
 
 @rank_zero_only
-def log_results(
-    trainer: Any, res: dict, summary: dict, curves: dict, theories: Sequence[Any], output_dir: Path | None
-) -> None:
+def log_results(trainer: Any, res: RunResult, summary: dict, curves: dict, output_dir: Path | None) -> None:
     """At the end of a run, to each W&B run of the trainer: the summary (phase times declared
     ``summary="last"``), the bounds, exact-versus-measured and members tables, the figure and the results
     artifact (``output_dir``'s phases.json and curves.json, already written). Never raises for W&B's sake."""
@@ -264,5 +239,5 @@ def log_results(
         _log_table(run, "theory/bounds", "the bounds table", BOUNDS_COLUMNS, bounds_rows(res))
         _log_table(run, "theory/exact_vs_measured", "the exact-versus-measured table", EXACT_COLUMNS, exact_rows(res))
         _log_table(run, "theory/members", "the members table", MEMBERS_COLUMNS, member_rows(res))
-        _log_figure(run, res, curves, theories)
+        _log_figure(run, res, curves)
         _log_artifact(run, output_dir)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, fit, write_sweep
 
-from lightning_grok.results import SCHEMA_VERSION, load_run, runs_frame
+from lightning_grok.results import SCHEMA_VERSION, TIMES, ResultError, load_run, runs_frame
 
 SMALL = ("model.width=200", "data.n_train=20", "trainer.max_steps=3000", "wandb.mode=disabled")
 RUN = (*SMALL, "optim.weight_decay=1e-3")  # t2 within the 3000 steps
@@ -37,14 +37,19 @@ def test_a_single_run_and_an_ensemble_have_one_shape(runs):
     assert ens.seeds == [0, 1, 2] and single.seeds == [0]
     # the single run keeps its documented top-level fields: they are its member's
     member = single.members[0]
-    for key in ("t_overfit", "t_generalize", "grokking_time", "exact", "bounds", "steps_run"):
-        assert raw_single[key] == member[key], key
-    assert single.t_generalize == member["t_generalize"] == member["exact"]["t_generalize"] is not None
+    for key in ("t_overfit", "t_generalize", "grokking_time", "steps_run"):
+        assert raw_single[key] == raw_single["members"][0][key] == getattr(member, key), key
+    assert {k: raw_single["exact"][k] for k in TIMES} == {k: member.exact[k] for k in TIMES}
+    assert {n: (b["value"], b["verdict"]) for n, b in raw_single["bounds"].items()} == {
+        n: (b.value, b.verdict) for n, b in member.bounds.items()
+    }
+    assert single.t_generalize == member.t_generalize == member.exact.t_generalize is not None
     # the ensemble's top-level times are the members' mean; member 0 is the single run (same seed)
-    t2 = [m["t_generalize"] for m in ens.members]
+    t2 = [m.t_generalize for m in ens.members]
     assert ens.t_generalize == pytest.approx(np.mean(t2)) and ens.data["aggregate"]["t_generalize"]["values"] == t2
-    assert ens.members[0]["t_generalize"] == single.t_generalize
-    assert ens.members[0]["final"] == pytest.approx(single.members[0]["final"], rel=1e-12)
+    assert list(ens.aggregate["t_generalize"].values) == t2
+    assert ens.members[0].t_generalize == single.t_generalize
+    assert ens.members[0].final == pytest.approx(single.members[0].final, rel=1e-12)
 
 
 def test_load_run_reads_a_version_1_single_run(runs, tmp_path):
@@ -54,8 +59,9 @@ def test_load_run_reads_a_version_1_single_run(runs, tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "phases.json").write_text(json.dumps(old))
     run = load_run(tmp_path / "old")
-    assert run.data["schema"] == 1 and len(run.members) == 1
-    assert run.members[0]["bounds"] == raw["bounds"] and run.t_generalize == raw["t_generalize"]
+    assert run.data["schema"] == run.schema == 1 and len(run.members) == 1
+    assert {n: b.value for n, b in run.members[0].bounds.items()} == {n: b["value"] for n, b in raw["bounds"].items()}
+    assert run.t_generalize == raw["t_generalize"]
     assert run.data["aggregate"]["t_generalize"]["values"] == [raw["t_generalize"]]
 
 
@@ -63,7 +69,7 @@ def test_load_run_names_a_missing_or_corrupt_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_run(tmp_path)
     (tmp_path / "phases.json").write_text("{not json")
-    with pytest.raises(ValueError):
+    with pytest.raises(ResultError, match="phases.json: not valid JSON"):
         load_run(tmp_path)
 
 

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_grok import wandb_theory
 from lightning_grok.atomic import atomic_write_json
 from lightning_grok.member_phases import MemberPhases, log_schedule
-from lightning_grok.results import flat_summary, format_run_table, run_result
+from lightning_grok.results import flat_summary, format_run_table, parse, run_result
 from lightning_grok.theory.run_theory import RunTheory
 
 
@@ -95,7 +95,8 @@ class PhaseTransitionCallback(Callback):
         Test-side values of a step the GD loop did not evaluate (``evaluated``) are left out of the loggers' row
         and stored as NaN in the curves (the GD loops evaluate every scheduled step, so this does not happen in
         ``experiment.fit``). The loggers' rows also carry the exact dynamics at the same steps and the step
-        metric ``gd_step`` (``wandb_theory``); curves.json keeps the measured values only."""
+        metric ``gd_step`` (``wandb_theory``); curves.json gets the exact dynamics at the end of the run
+        (``curves_with_exact``)."""
         lo, hi = np.searchsorted(self.schedule, [start, start + k])
         exact = {}
         if trainer.loggers and trainer.is_global_zero and hi > lo:
@@ -152,12 +153,21 @@ class PhaseTransitionCallback(Callback):
     def publish(self, trainer: L.Trainer, res: dict) -> None:
         """phases.json and curves.json (atomically), the table on stdout, then W&B: the summary, the theory
         tables, the measured-versus-exact figure and the results artifact (``wandb_theory.log_results``)."""
+        theories = [m.theory for m in self.members]
+        curves = self.curves_with_exact(theories)
         if self.output_dir is not None:
             atomic_write_json(self.output_dir / "phases.json", res)
-            atomic_write_json(self.output_dir / "curves.json", self.curves)
-        print(format_run_table(res))
-        theories = [m.theory for m in self.members]
-        wandb_theory.log_results(trainer, res, flat_summary(res), self.curves, theories, self.output_dir)
+            atomic_write_json(self.output_dir / "curves.json", curves)
+        result = parse(res, self.output_dir / "phases.json" if self.output_dir is not None else None)
+        print(format_run_table(result))
+        wandb_theory.log_results(trainer, result, flat_summary(result), curves, self.output_dir)
+
+    def curves_with_exact(self, theories: list[RunTheory | None]) -> dict[str, list]:
+        """The logged curves plus, where every member has a closed form, the exact dynamics at the same steps
+        (``exact/train/loss``, ``exact/test/loss``, Eqs. (3)-(5)), so readers draw them without rebuilding the
+        data or the theory."""
+        exact = wandb_theory.exact_curves(theories, np.asarray(self.curves.get("step", []), dtype=np.int64))
+        return self.curves | {key: [float(v) for v in values] for key, values in exact.items()}
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:

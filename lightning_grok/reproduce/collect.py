@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,23 +15,29 @@ from typing import Any
 import yaml
 
 from lightning_grok.reproduce.figures import Figure, Panel
-from lightning_grok.results import normalize
+from lightning_grok.results import EXACT_PREFIX, Member, ResultError, RunResult, load_run, read_curves
 
 
 @dataclass
 class Run:
-    """One run directory: its resolved config, the x value of its panel and its members (one per seed)."""
+    """One run directory: its result, resolved config, the x value of its panel and its members (one per seed:
+    the times the panel shows, exact times, bounds)."""
 
     path: Path
     config: dict
     x: Any
     members: list[dict]
     status: str
+    result: RunResult | None = None
 
     def curves(self) -> dict | None:
+        """The run's curves.json (``results.read_curves``); None when it has none or it is damaged (said once)."""
         try:
-            return json.loads((self.path / "curves.json").read_text())
-        except (OSError, ValueError):
+            return read_curves(self.path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ResultError) as exc:
+            print(f"lightning-grok reproduce: warning: {exc}; its curves are left out", file=sys.stderr)
             return None
 
 
@@ -44,43 +51,40 @@ def _select(tree: Mapping, dotted: str | None) -> Any:
     return tree
 
 
-def _member(m: dict, seed: int, accuracy: dict | None, times: str) -> dict:
-    """A seed's times (GD steps), exact times, bounds and quantities from its phases.json entry."""
-    acc = m.get("accuracy") or accuracy or {}
-    use = acc if times == "accuracy" else m
-    q = m.get("quantities") or {}
-    lam = q.get("lam_plus_min")
+def _member(m: Member, seed: int, times: str) -> dict:
+    """A seed's times (GD steps; by accuracy when the panel says so), exact times, bounds and n/lambda+_min."""
+    use = m.accuracy if times == "accuracy" else m.times
     return {
         "seed": seed,
-        "t1": use.get("t_overfit"),
-        "t2": use.get("t_generalize"),
-        "exact_t1": (m.get("exact") or {}).get("t_overfit"),
-        "exact_t2": (m.get("exact") or {}).get("t_generalize"),
-        "bounds": {
-            k: {"value": b.get("value"), "verdict": b.get("verdict")} for k, b in (m.get("bounds") or {}).items()
-        },
-        "n_over_lambda_min": q["n"] / lam if lam and q.get("n") else None,
+        "t1": use.t_overfit if use else None,
+        "t2": use.t_generalize if use else None,
+        "exact_t1": m.exact.t_overfit if m.exact else None,
+        "exact_t2": m.exact.t_generalize if m.exact else None,
+        "bounds": {k: {"value": b.value, "verdict": b.verdict} for k, b in m.bounds.items()},
+        "n_over_lambda_min": m.n_over_lambda_min,
     }
 
 
 def read_runs(folder: Path, panel: Panel) -> tuple[list[Run], list[Path]]:
     """Every run under ``folder`` (any depth: a sweep directory, a SLURM array's, or plain run directories),
-    and the run directories left out because they have not ended (``status: interrupted``)."""
-    runs, unfinished = [], []
+    and the run directories left out: not ended (``status: interrupted``) or damaged (said on stderr, naming
+    the file and what is wrong)."""
+    runs, left_out = [], []
     for path in sorted(folder.rglob("phases.json")):
         try:
-            ph = json.loads(path.read_text())
-        except (OSError, ValueError):
-            unfinished.append(path.parent)
+            result = load_run(path.parent)
+        except (OSError, ResultError) as exc:
+            print(f"lightning-grok reproduce: warning: left out a damaged run: {exc}", file=sys.stderr)
+            left_out.append(path.parent)
             continue
-        if ph.get("status") == "interrupted" or "config" not in ph:
-            unfinished.append(path.parent)
+        if result.status == "interrupted" or not result.config:
+            left_out.append(path.parent)
             continue
-        cfg = ph["config"]
-        base = int(cfg.get("seed", 0))
-        members = [_member(m, base + i, m.get("accuracy"), panel.times) for i, m in enumerate(normalize(ph)["members"])]
-        runs.append(Run(path.parent, cfg, _select(cfg, panel.x_key), members, ph.get("status", "")))
-    return runs, unfinished
+        members = [_member(m, seed, panel.times) for m, seed in zip(result.members, result.seeds, strict=True)]
+        runs.append(
+            Run(path.parent, result.config, _select(result.config, panel.x_key), members, result.status, result)
+        )
+    return runs, left_out
 
 
 def find_panel_dir(from_dir: Path, figure: Figure, panel: Panel, dirname: str) -> Path | None:
@@ -163,7 +167,8 @@ def combine_curves(runs: Sequence[Run]) -> dict | None:
         return None
     steps = max((c["step"] for c, _ in parts), key=len)
     index = {s: i for i, s in enumerate(steps)}
-    keys = [k for k in parts[0][0] if k != "step" and not k.endswith("_std")]
+    # only curves every run has: a mean over the runs that happen to have one would pass for all of them
+    keys = [k for k in parts[0][0] if k != "step" and not k.endswith("_std") and all(k in c for c, _ in parts)]
     out: dict[str, list] = {"step": list(steps)}
     for key in keys:
         total = [0.0] * len(steps)
@@ -191,32 +196,18 @@ def combine_curves(runs: Sequence[Run]) -> dict | None:
     return out
 
 
-def exact_overlay(runs: Sequence[Run], steps: Sequence[int]) -> dict | None:
-    """Mean exact GD dynamics (theory/exact.py) of every seed of ``runs``, rebuilt from their configs, at
-    ``steps``; None when the model has no closed form (two-layer networks) or a run cannot be rebuilt."""
+def exact_overlay(curve: Mapping[str, Sequence[float]]) -> dict | None:
+    """The seeds' mean exact GD dynamics (``exact/train/loss``, ``exact/test/loss``: the runs wrote them into
+    curves.json beside the measured curves) from a ``combine_curves`` result; None when the runs have none
+    (two-layer networks, or runs from before curves.json kept them)."""
     import numpy as np
-    from omegaconf import OmegaConf
 
-    from lightning_grok.config import RunConfig
-    from lightning_grok.members import build_member
-    from lightning_grok.plots import exact_curves
-
-    exacts = []
-    for run in runs:
-        if run.config.get("model", {}).get("family") == "two_layer":
-            return None
-        try:
-            cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), run.config)
-        except Exception:  # noqa: BLE001 - a config from another version of the schema: draw without theory
-            return None
-        for member in run.members:
-            built = build_member(OmegaConf.merge(cfg, {"seed": member["seed"], "seeds": 1}))
-            if built.theory is None:
-                return None
-            exacts.append(built.theory.exact)
-    if not exacts:
-        return None
-    return exact_curves(exacts, np.asarray(steps, dtype=np.float64))
+    exact = {
+        key: np.asarray(curve[EXACT_PREFIX + key], dtype=np.float64)
+        for key in ("train/loss", "test/loss")
+        if EXACT_PREFIX + key in curve
+    }
+    return exact or None
 
 
 def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[str, int]]:

@@ -149,7 +149,7 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
             if panel.draw == "accuracy":
                 plotted[panel.key] = plots.accuracy_panel(ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title)
             else:
-                exact = exact_overlay(chosen, curve["step"])
+                exact = exact_overlay(curve)
                 plotted[panel.key] = plots.ensemble_panel(
                     ax, curve, exact=exact, t1=t1, t2=t2, eps=eps, c=c, title=title
                 )

@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_grok.results import format_value
+from lightning_grok.results import RunResult, format_value
 from lightning_grok.signals import slurm_job_id
 from lightning_grok.sweep.spec import SweepSpec
-from lightning_grok.sweep.state import AgentInfo, SweepDir, read_phases, result_of
+from lightning_grok.sweep.state import AgentInfo, SweepDir, read_result, result_of
 from lightning_grok.sweep.worker import ForkedRun, forkable_args, preimport
 
 EXIT_OK, EXIT_TOO_MANY_FAILURES, EXIT_ALL_FAILED = 0, 1, 1
@@ -280,28 +280,27 @@ class Agent:
             self.dir.update(name, child_pid=proc.pid)
             with _Heartbeat(self.dir, name, self.opt.heartbeat_every):
                 exit_code = self._wait(proc)
-        phases = self._phases_since(run_dir / "phases.json", t0)
-        result = result_of(phases) if phases else None
-        state, reason = classify(exit_code, self.stop_signal, phases.get("status") if phases else None)
+        run = self._result_since(run_dir, t0)
+        result = result_of(run) if run is not None else None
+        state, reason = classify(exit_code, self.stop_signal, run.status if run is not None else None)
         self.dir.finish(name, state, exit_code, result, reason)
         times = ""
-        if result:
-            t1, t2 = format_value(result["t_overfit"]), format_value(result["t_generalize"])
-            times = f": t1={t1} t2={t2} ({result['status']})"
+        if run is not None:
+            times = f": t1={format_value(run.t_overfit)} t2={format_value(run.t_generalize)} ({run.status})"
         self.say(f"{name} {state}{f' ({reason})' if reason else ''} after {time.time() - t0:.1f} s{times}")
         if state == "failed" and exit_code not in EXPECTED_FAILURES:
             self._show_tail(log_path)
         return state, exit_code
 
     @staticmethod
-    def _phases_since(path: Path, t0: float) -> dict | None:
-        """The phases.json this attempt wrote: an earlier attempt's, in the same directory, is not its result."""
+    def _result_since(run_dir: Path, t0: float) -> RunResult | None:
+        """The result this attempt wrote: an earlier attempt's phases.json, in the same directory, is not it."""
         try:
-            if path.stat().st_mtime < t0 - 1.0:  # 1 s: file systems with coarse timestamps
+            if (run_dir / "phases.json").stat().st_mtime < t0 - 1.0:  # 1 s: file systems with coarse timestamps
                 return None
         except OSError:
             return None
-        return read_phases(path)
+        return read_result(run_dir)
 
     def _wait(self, proc: subprocess.Popen | ForkedRun) -> int:
         term_at = None

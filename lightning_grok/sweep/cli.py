@@ -18,6 +18,7 @@ Exit statuses of ``sweep``:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -144,8 +145,13 @@ def main_sweep_table(args: argparse.Namespace) -> int:
         print(f"lightning-grok sweep-table: error: no sweep in {root} (state.json missing)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        print(render(root, all_attempts=args.all, as_json=args.json))
+        text = render(root, all_attempts=args.all, as_json=args.json)
     except SweepStateError as exc:
         print(f"lightning-grok sweep-table: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `sweep-table --json | head`: the reader has what it wanted
+        # stdout's buffer still holds bytes for the closed pipe; point it at /dev/null so the exit flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

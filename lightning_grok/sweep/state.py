@@ -32,7 +32,7 @@ import yaml
 from filelock import FileLock
 
 from lightning_grok.atomic import atomic_write_text
-from lightning_grok.results import TIMES, flat_summary, normalize
+from lightning_grok.results import TIMES, ResultError, RunResult, Times, flat_summary, load_run, parse
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of, same_runs
 
 STATE_VERSION = 1
@@ -109,42 +109,53 @@ class AgentInfo:
 
 
 # ---- results ----------------------------------------------------------------------------------------
-def read_phases(path: Path) -> dict | None:
+def read_result(run_dir: Path) -> RunResult | None:
+    """The result in ``run_dir``'s phases.json; None when there is none or it is damaged (``results.load_run``)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return load_run(run_dir)
+    except (OSError, ResultError):
         return None
 
 
-def result_of(phases: dict) -> dict:
-    """The part of a run's phases.json the sweep keeps: times, status, bound verdicts, final losses, and each
-    member's times (so an ensemble's summary can be rebuilt)."""
+def result_of(run: RunResult) -> dict:
+    """The part of a run's result the sweep keeps in state.json, itself a phases.json document
+    (``results.parse`` reads it): times, status, bound values and verdicts, final losses, and for an ensemble
+    each member's times and the members' statistics (so its W&B summary can be rebuilt)."""
 
-    def times_of(part: dict | None) -> dict | None:
-        return {k: part.get(k) for k in TIMES} if part else None
+    def times_of(t: Times | None) -> dict | None:
+        return {k: t[k] for k in TIMES} if t is not None else None
 
-    res = {k: phases.get(k) for k in ("status", "steps_run", *TIMES, "diverged_at")}
-    for part in ("exact", "accuracy"):
-        if phases.get(part):
-            res[part] = times_of(phases[part])
+    res: dict[str, Any] = {"status": run.status, "steps_run": run.steps_run, **times_of(run.times)}
+    res["diverged_at"] = run.diverged_at
+    single = run.single
+    if single is not None:
+        res |= {part: times_of(t) for part, t in (("exact", single.exact), ("accuracy", single.accuracy)) if t}
     res["bounds"] = {
-        name: {"value": b.get("value"), "verdict": b.get("verdict")} for name, b in (phases.get("bounds") or {}).items()
+        name: {"value": b.value, "verdict": b.verdict} for name, b in (single.bounds if single else {}).items()
     }
-    res["final"] = phases.get("final") or {}
-    members = normalize(phases)["members"]
-    if len(members) > 1:
+    res["final"] = run.final
+    if single is None:
         res["members"] = [
-            {k: m.get(k) for k in TIMES} | {p: times_of(m.get(p)) for p in ("exact", "accuracy") if m.get(p)}
-            for m in members
+            times_of(m.times) | {p: times_of(t) for p, t in (("exact", m.exact), ("accuracy", m.accuracy)) if t}
+            for m in run.members
         ]
-        res["aggregate"] = phases.get("aggregate") or {}  # the means and spreads flat_summary reports
+        res["aggregate"] = {k: asdict(st) for k, st in run.aggregate.items()}  # the spreads flat_summary reports
     return res
+
+
+def kept_result(record: dict) -> RunResult | None:
+    """The result a state record kept (``result_of``); None when it has none or it is not readable."""
+    try:
+        return parse(record["result"]) if record.get("result") else None
+    except ResultError:
+        return None
 
 
 def summary_metrics(result: dict | None) -> dict:
     """The W&B summary keys the run itself logs (``results.flat_summary``), rebuilt from the kept result for
     the bayes engine."""
-    return flat_summary(result) if result else {}
+    run = kept_result({"result": result})
+    return flat_summary(run) if run is not None else {}
 
 
 def point_key(params: dict) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lightning_grok.results import format_value, normalize
-from lightning_grok.sweep.state import SweepDir, point_key, read_phases, result_of
+from lightning_grok.results import TIMES, ResultError, Times, format_value, load_run
+from lightning_grok.sweep.state import SweepDir, kept_result, point_key
 
 VERDICTS = {"holds": "ok", "violated": "VIOLATED", "hypothesis not met": "hyp", "undetermined": "?"}
 LEGEND = (
@@ -52,28 +52,36 @@ def rows(sweep_dir: str | os.PathLike, all_attempts: bool = False) -> tuple[list
     owner = {rec["output_dir"]: rec["name"] for rec in state["runs"].values()}
     out = []
     for rec in records:
-        phases = read_phases(sd.run_dir(rec) / "phases.json") if owner[rec["output_dir"]] == rec["name"] else None
-        result = result_of(phases) if phases else (rec.get("result") or {})
+        run, damaged = None, None
+        if owner[rec["output_dir"]] == rec["name"]:
+            try:
+                run = load_run(sd.run_dir(rec))
+            except FileNotFoundError:
+                pass
+            except (OSError, ResultError) as exc:  # listed as damaged; the rest of the table stands
+                damaged = str(exc)
+        run = run or kept_result(rec)
         label = rec["state"]
         if rec["state"] == "failed" and rec.get("exit_code") is not None:
             label += f"({rec['exit_code']})"
-        status = result.get("status")
-        if status and status != "completed":
-            label += f" {status}"
+        if damaged:
+            label += " damaged"
+        elif run is not None and run.status != "completed":
+            label += f" {run.status}"
+        single = run.single if run is not None else None
         out.append(
             {
                 "run": rec["name"],
                 "state": rec["state"],
                 "label": label,
                 "params": rec["params"],
-                "t_overfit": result.get("t_overfit"),
-                "t_generalize": result.get("t_generalize"),
-                "grokking_time": result.get("grokking_time"),
-                "exact": result.get("exact"),
-                "accuracy": result.get("accuracy"),
-                "bounds": {k: b.get("verdict") for k, b in (result.get("bounds") or {}).items()},
-                "members": _member_times(phases) if phases else [],
-                "reason": rec.get("reason"),
+                **{k: run.times[k] if run is not None else None for k in TIMES},
+                "exact": _times(single.exact) if single else None,
+                "accuracy": _times(single.accuracy) if single else None,
+                "bounds": {k: b.verdict for k, b in single.bounds.items()} if single else {},
+                "members": [_times(m.judged_times("accuracy")) for m in run.members] if run is not None else [],
+                "reason": damaged or rec.get("reason"),
+                "damaged": damaged,
                 "output_dir": str(sd.run_dir(rec)),
             }
         )
@@ -109,17 +117,13 @@ def _pending_row(params: dict) -> dict:
         "bounds": {},
         "members": [],
         "reason": None,
+        "damaged": None,
         "output_dir": None,
     }
 
 
-def _member_times(phases: dict) -> list[dict]:
-    """Each member's (t1, t2): by accuracy for classification runs, as the sweep's point table shows them."""
-    out = []
-    for m in normalize(phases)["members"]:
-        use = m.get("accuracy") or m
-        out.append({"t_overfit": use.get("t_overfit"), "t_generalize": use.get("t_generalize")})
-    return out
+def _times(t: Times | None) -> dict | None:
+    return {k: t[k] for k in TIMES} if t is not None else None
 
 
 def seed_aggregates(params: list[str], table: list[dict]) -> tuple[list[str], list[dict]]:
@@ -197,6 +201,7 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
     text.append(f"{len(table)} {unit}(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if bounds:
         text.append(LEGEND)
+    text += [f"damaged: {row['run']}: {row['damaged']}" for row in table if row.get("damaged")]
     return "\n".join(text)
 
 
