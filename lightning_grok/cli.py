@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verb == "fit":
             from lightning_grok.experiment import fit
+            from lightning_grok.wandb_logger import run_name
+
+            if cfg.wandb.name is None:
+                cfg.wandb.name = run_name(cfg, list(args.overrides) + overrides)
 
             status, _ = fit(cfg, Path(args.config).stem)
             return status

@@ -118,8 +118,9 @@ class WandbConfig:
     # W&B group (every run's job type is "fit"); null: a sweep's runs share one, the sweep name under
     # `lightning-grok sweep` (the offline agent passes it), sweep-<id> under `wandb agent`; else WANDB_RUN_GROUP
     group: str | None = None  # null: the sweep name (lightning-grok sweep), sweep-<id> (wandb agent), else none
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
+    name: str | None = None  # null: family, the keys set on the command line and the seed, e.g. ridge-wd1e-4-s3
+    tags: list[str] = field(default_factory=list)  # added to the automatic ones: family, data kind, ensemble
+    notes: str | None = None  # the W&B run's notes (its description in the UI)
     run_id: str | None = None  # reuse to resume the same W&B run (requeue)
     log_points: int = 400  # curve points logged per run, spaced geometrically in steps
 

@@ -416,6 +416,17 @@ class RunResult:
         base = base if isinstance(base, int) and not isinstance(base, bool) else 0
         return [base + i for i in range(len(self.members))]
 
+    @property
+    def grokked(self) -> bool:
+        """Every member reached t2 (by accuracy for classification, the time such runs are judged by)."""
+        return all(m.judged_times("accuracy").t_generalize is not None for m in self.members)
+
+    @property
+    def summary_status(self) -> str:
+        """How the run ended, for a team's dashboard: ``status``, except ``no_t2`` for a run that completed
+        without every member reaching t2 (it never generalized within ``steps_run``)."""
+        return "no_t2" if self.status == "completed" and not self.grokked else self.status
+
     def member_rows(self) -> list[dict[str, Any]]:
         """One flat row per member: seed, times (GD steps), exact times, accuracy times, each bound's value and
         verdict, final losses."""
@@ -675,11 +686,13 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
 
 def flat_summary(res: RunResult | Mapping) -> dict:
     """W&B summary keys (times in GD steps): grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/acc/...
-    (classification), grok/exact/..., grok/bound/..., final/...; for an ensemble the members' means with
-    grok/*_std. Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
+    (classification), grok/exact/..., grok/bound/..., final/...; grok/grokked and grok/status
+    (``RunResult.summary_status``); for an ensemble the members' means with grok/*_std and grok/exact/*_std.
+    Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
     run = as_result(res)
     members, single = run.members, run.single
-    s = {f"grok/{k}": run.times[k] for k in TIMES} | {"grok/steps_run": run.steps_run, "grok/status": run.status}
+    s = {f"grok/{k}": run.times[k] for k in TIMES} | {"grok/steps_run": run.steps_run}
+    s |= {"grok/grokked": run.grokked, "grok/status": run.summary_status}
     s |= {f"final/{k}": v for k, v in run.final.items()}
     if single is not None:
         if single.accuracy:
@@ -696,7 +709,7 @@ def flat_summary(res: RunResult | Mapping) -> dict:
         s |= {f"grok/acc/{k}": _mean_or_none([m.accuracy[k] for m in members]) for k in TIMES}
     if all(m.exact for m in members):
         s |= {f"grok/exact/{k}": run.aggregate[f"exact_{k}"].mean for k in TIMES}
-    s |= {f"grok/{k}_std": st.std for k, st in run.aggregate.items()}
+    s |= {f"grok/{k.replace('exact_', 'exact/')}_std": st.std for k, st in run.aggregate.items()}
     return s
 
 

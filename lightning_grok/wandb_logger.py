@@ -214,6 +214,55 @@ def run_group(cfg: DictConfig) -> str | None:
     return f"sweep-{sweep_id}" if sweep_id else None
 
 
+# short names of the keys a run name shows (the paper's symbols); any other key shows its last component
+NAME_ABBREVIATIONS = {
+    "optim.weight_decay": "wd",
+    "optim.lr": "lr",
+    "model.width": "m",
+    "model.init_scale": "nu2",
+    "data.n_train": "n",
+    "data.input_dim": "d",
+    "data.teacher_norm": "tn",
+    "data.label_noise_std": "noise",
+    "data.train_fraction": "frac",
+    "data.modulus": "p",
+}
+NAME_SKIPS = ("output_dir", "seed", "seeds", "wandb.", "trainer.")  # not science, or shown anyway (the seed)
+
+
+def _short_value(value: object) -> str:
+    """1e-4 -> "1e-4", 0.5 -> "0.5", 1000 -> "1000", "relu" -> "relu": run names stay short and readable."""
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+            mantissa, exponent = f"{value:.2e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:.4g}"
+    return str(value).replace("/", "_").replace(" ", "")
+
+
+def run_name(cfg: DictConfig, overrides: list[str]) -> str:
+    """A readable W&B run name: the model family, each key set by ``overrides`` (``key=value``, as the CLI and
+    the sweep agents pass them; short names from NAME_ABBREVIATIONS) and the seed, e.g. ``ridge-wd1e-4-s3``;
+    an ensemble of K seeds ends ``s0x16``. The run directory keeps its unique name."""
+    from omegaconf import OmegaConf
+
+    parts = [str(cfg.model.family)]
+    keys = dict.fromkeys(o.split("=", 1)[0].lstrip("-").strip() for o in overrides if "=" in o)
+    for key in keys:
+        if key.startswith(NAME_SKIPS) or key == "model.family":
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        parts.append(NAME_ABBREVIATIONS.get(key, key.rsplit(".", 1)[-1]) + _short_value(value))
+    parts.append(f"s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
+    return "-".join(parts)
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """The W&B tags a team filters on: model family, data kind, ``ensemble`` for seeds > 1, then wandb.tags."""
+    tags = [str(cfg.model.family), str(cfg.data.kind)] + (["ensemble"] if cfg.seeds > 1 else [])
+    return list(dict.fromkeys([*tags, *map(str, cfg.wandb.tags)]))
+
+
 def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
     """A WandbLogger (resume='allow' under a stable id, job type ``fit``, group ``run_group``), or None when
     wandb.mode resolves to disabled.
@@ -245,7 +294,8 @@ def make_logger(cfg: DictConfig, output_dir: Path, config: dict):
         group=run_group(cfg),
         job_type="fit",
         name=w.name or output_dir.name,
-        tags=list(w.tags),
+        tags=run_tags(cfg),
+        notes=w.notes,
         id=stable_run_id(cfg, output_dir),
         resume="allow",
         save_dir=str(save_dir),

@@ -8,13 +8,18 @@ Every time and every x axis is in GD steps. What a run sends W&B (rank 0 only, n
   dynamics of the same tensors ``exact/train/loss`` (L_n, Eq. 1) and ``exact/test/loss`` (L) at the same
   steps (the members' mean and std, like the measured keys), and the step metric ``gd_step``; every curve
   key is declared with ``define_metric(key, step_metric="gd_step")`` so the UI plots it against GD steps.
-  Lightning's ``WandbLogger.log_metrics(row, step=...)`` adds ``trainer/global_step`` (the same GD step
-  here, never W&B's own ``_step``) and declares ``*`` against it; the named declarations take precedence.
+  ``gd_step`` is the one step metric: rows go to ``WandbLogger.log_metrics`` without a step, so
+  Lightning's ``trainer/global_step`` is never logged (it is declared hidden), and the named declarations
+  take precedence over Lightning's ``*`` one.
 * summary: ``results.flat_summary`` (phase times declared ``summary="last"``: the value the run
-  wrote last, which is what a sweep reads).
+  wrote last, which is what a sweep reads; ``grok/grokked`` and ``grok/status``, ``no_t2`` for a run that
+  completed without reaching t2).
+* name, tags and notes (``wandb_logger``): ``ridge-wd1e-4-s3`` (family, the keys set on the command line,
+  the seed), tags family, data kind and ``ensemble``, plus ``wandb.tags``; ``wandb.notes``.
 * tables: ``theory/bounds`` (one row per member and bound: the paper's equation, the time it bounds, its side,
   value, the measured time, verdict, the hypotheses not met), ``theory/exact_vs_measured`` (t1, t2 against the
-  exact dynamics per member) and ``theory/members`` (seed, times, exact times, final losses per member).
+  exact dynamics per member) and, for an ensemble, ``theory/members`` (seed, times, exact times, final losses
+  per member).
 * image ``theory/curves``: L_n and L against GD steps (log x), measured solid, exact dashed, t1 and t2 marked.
 * artifact ``results-<run id>`` of type ``results``: ``phases.json`` and ``curves.json``.
 
@@ -37,6 +42,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_grok.results import EXACT_PREFIX, TIMES, ExactTimes, RunResult
 
 STEP_METRIC = "gd_step"  # logged in every history row: the GD step of the row
+THEORY_KEYS = ("theory/bounds", "theory/exact_vs_measured", "theory/members", "theory/curves")
+LIGHTNING_STEP = "trainer/global_step"  # WandbLogger's step key: hidden, the rows carry gd_step only
 
 _declared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wandb run -> keys declared in it
 
@@ -89,6 +96,8 @@ def declare_curves(trainer: Any, keys: Sequence[str]) -> None:
         try:
             if STEP_METRIC not in done:
                 run.define_metric(STEP_METRIC)
+                # WandbLogger declares it as every key's step; no row carries it (log_metrics gets no step)
+                run.define_metric(LIGHTNING_STEP, hidden=True)
             for key in new:
                 if key != STEP_METRIC:
                     run.define_metric(key, step_metric=STEP_METRIC, step_sync=True)
@@ -176,13 +185,13 @@ def curves_figure(res: RunResult, curves: dict) -> Any | None:
     return fig
 
 
-def _log_table(run: Any, key: str, what: str, columns: list[str], rows: list[list]) -> None:
+def _log_table(run: Any, key: str, what: str, columns: list[str], rows: list[list], step: int) -> None:
     if not rows:
         return
     try:
         import wandb
 
-        run.log({key: wandb.Table(columns=columns, data=rows, allow_mixed_types=True)})
+        run.log({key: wandb.Table(columns=columns, data=rows, allow_mixed_types=True), STEP_METRIC: step})
     except Exception as exc:  # noqa: BLE001 - W&B never stops a run
         _warn(what, exc)
 
@@ -194,7 +203,7 @@ def _log_figure(run: Any, res: RunResult, curves: dict) -> None:
         if fig is not None:
             import wandb
 
-            run.log({"theory/curves": wandb.Image(fig)})
+            run.log({"theory/curves": wandb.Image(fig), STEP_METRIC: res.steps_run})
     except Exception as exc:  # noqa: BLE001
         _warn("the measured-versus-exact figure", exc)
     finally:
@@ -230,14 +239,20 @@ def log_results(trainer: Any, res: RunResult, summary: dict, curves: dict, outpu
             for key in summary:
                 if key.startswith("grok/") and key.rsplit("/", 1)[-1] in TIMES:
                     run.define_metric(key, summary="last")
+            # named, so Lightning's "*" (step-synced to trainer/global_step) does not stamp them with it
+            for key in THEORY_KEYS:
+                run.define_metric(key, step_metric=STEP_METRIC)
         except Exception as exc:  # noqa: BLE001
             _warn("the summary metric definitions", exc)
         try:
             run.summary.update(summary)
         except Exception as exc:  # noqa: BLE001
             _warn("the summary", exc)
-        _log_table(run, "theory/bounds", "the bounds table", BOUNDS_COLUMNS, bounds_rows(res))
-        _log_table(run, "theory/exact_vs_measured", "the exact-versus-measured table", EXACT_COLUMNS, exact_rows(res))
-        _log_table(run, "theory/members", "the members table", MEMBERS_COLUMNS, member_rows(res))
+        step = res.steps_run
+        _log_table(run, "theory/bounds", "the bounds table", BOUNDS_COLUMNS, bounds_rows(res), step)
+        versus = exact_rows(res)
+        _log_table(run, "theory/exact_vs_measured", "the exact-versus-measured table", EXACT_COLUMNS, versus, step)
+        if len(res.members) > 1:  # a single run's one row is its summary already
+            _log_table(run, "theory/members", "the members table", MEMBERS_COLUMNS, member_rows(res), step)
         _log_figure(run, res, curves)
         _log_artifact(run, output_dir)

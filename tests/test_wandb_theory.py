@@ -91,7 +91,9 @@ def test_ridge_defaults_log_exact_curves_tables_figure_and_artifact(tmp_path, mo
     rows = [h for h in _history(records) if "train/loss" in h]
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert [h["gd_step"] for h in rows] == curves["step"]
-    assert all(h["gd_step"] == h["trainer/global_step"] for h in rows)
+    # one step metric: no curve row carries Lightning's trainer/global_step, which is declared hidden
+    assert not [h for h in rows if "trainer/global_step" in h]
+    assert {"name": "trainer/global_step", "options": {"defined": True, "hidden": True}} in _of(records, "metric")
     assert all("exact/train/loss" in h and "exact/test/loss" in h for h in rows)
     (exact,) = _exact("ridge.yaml")
     by_step = {h["gd_step"]: h for h in rows}
@@ -207,7 +209,7 @@ def test_a_wandb_error_while_logging_a_table_is_one_line_and_the_run_goes_on(tmp
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning-grok: W&B:")]
     assert err == [
         f"lightning-grok: W&B: could not log the {what} table (RuntimeError: no tables today)"
-        for what in ("bounds", "exact-versus-measured", "members")
+        for what in ("bounds", "exact-versus-measured")  # a single run has no members table
     ]
     assert json.loads((tmp_path / "phases.json").read_text())["t_overfit"] == res["t_overfit"]
     run_dir = _offline_run(tmp_path)  # the rest still reached W&B

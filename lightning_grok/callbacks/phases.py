@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_grok import wandb_theory
@@ -122,7 +123,9 @@ class PhaseTransitionCallback(Callback):
             row[wandb_theory.STEP_METRIC] = int(step)
             wandb_theory.declare_curves(trainer, list(row))
             for logger in trainer.loggers:
-                logger.log_metrics(row, step=int(step))
+                # W&B plots every curve against gd_step (in the row); WandbLogger adds a second step key,
+                # trainer/global_step, only when given a step, so it gets none
+                logger.log_metrics(row, step=None if isinstance(logger, WandbLogger) else int(step))
 
     def transitions_done(self) -> bool:
         """Every member has both t1 and t2 and ran ``stop_margin`` * t2 steps past t2 (never without a margin)."""
