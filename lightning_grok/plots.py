@@ -31,11 +31,12 @@ T1_COLOR, T2_COLOR = "tab:blue", "tab:red"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:red"
 # bounds drawn in the times panels: (bound name in phases.json, which time, line style, legend label)
 BOUND_STYLES = (
-    ("eq8_t_overfit_upper", "t1", "--", "Eq. (8) bound"),
-    ("eq8_t_generalize_lower", "t2", "--", "Eq. (8) bound"),
-    ("eq6_t_overfit_upper", "t1", "-.", "Eq. (6) bound"),
-    ("eq7_t_generalize_lower", "t2", "-.", "Eq. (7) bound"),
+    ("eq8_t_overfit_upper", "t1", "--", "Eq. (8) upper bound"),
+    ("eq8_t_generalize_lower", "t2", "--", "Eq. (8) lower bound"),
+    ("eq6_t_overfit_upper", "t1", "-.", "Eq. (6) upper bound"),
+    ("eq7_t_generalize_lower", "t2", "-.", "Eq. (7) lower bound"),
 )
+PNG_DPI = 300  # print resolution: the PNG goes into a paper or a talk as it is
 FLOOR = 1e-8  # loss axes stop at min(eps, c) * FLOOR: below it a float64 loss is rounding noise
 
 
@@ -48,16 +49,35 @@ def layout(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, list(np.ravel(axes))
 
 
-def save(fig: plt.Figure, base: Path, title: str) -> dict[str, Path]:
-    """``base``.png (dpi 110: a gallery-sized file) and ``base``.pdf; closes the figure."""
+def save(fig: plt.Figure, base: Path, title: str, provenance: str = "") -> dict[str, Path]:
+    """``base``.png (PNG_DPI) and ``base``.pdf; closes the figure. ``provenance`` (the command, runs, seeds)
+    goes into the files' metadata (PNG text chunk ``Description``, PDF ``Subject``), not into the image."""
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = {"png": base.with_suffix(".png"), "pdf": base.with_suffix(".pdf")}
-    fig.savefig(paths["png"], dpi=110)
-    fig.savefig(paths["pdf"])
+    fig.savefig(paths["png"], dpi=PNG_DPI, metadata={"Title": title, "Description": provenance})
+    fig.savefig(paths["pdf"], metadata={"Title": title, "Subject": provenance})
     plt.close(fig)
     return paths
+
+
+def log_ticks(axis: matplotlib.axis.Axis) -> None:
+    """A log axis with at least two labelled ticks: decades only when the range holds two or more of them,
+    else the minor ticks (2, 3, 5 x 10^k) labelled too."""
+    lo, hi = axis.get_view_interval()
+    if lo > 0 and math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) >= 1:
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no 6x10^1 clutter
+    else:
+        axis.set_minor_formatter(
+            matplotlib.ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(9, 9))
+        )
+
+
+def seeds_text(counts: Sequence[int]) -> str:
+    """Seeds per point for a legend: "3 seeds", or "2-3 seeds" when the points differ."""
+    lo, hi = min(counts), max(counts)
+    return f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
 
 
 def _positive(values: Sequence[float | None]) -> np.ndarray:
@@ -68,55 +88,90 @@ def _positive(values: Sequence[float | None]) -> np.ndarray:
 
 
 def times_panel(
-    ax: plt.Axes, points: list[dict], *, x_label: str, x_log: bool, y_log: bool, title: str, legend: bool = True
+    ax: plt.Axes,
+    points: list[dict],
+    *,
+    x_label: str,
+    x_log: bool,
+    y_log: bool,
+    title: str,
+    legend: bool = True,
+    step_unit: str = "GD steps",
 ) -> dict:
-    """t1 and t2 (GD steps) against a hyperparameter: measured mean (solid, seed min-max band), the Eq. (8)
-    bounds (dashed) and Eq. (6)/(7) (dash-dotted), the exact dynamics (dotted). ``points`` are
-    ``reproduce.collect.point_stats`` rows. Returns the plotted arrays."""
+    """t1 and t2 (in ``step_unit``) against a hyperparameter: measured mean over the seeds that reached it
+    (solid, seed min-max band), the Eq. (8) bounds (dashed) and Eq. (6)/(7) (dash-dotted), each the mean over
+    the seeds whose hypotheses hold, the exact dynamics (dotted). A point where some seed never reached t2 gets
+    an open marker at the last step run with an arrow up (t2 lies beyond it); their count is in the panel.
+    ``points`` are ``reproduce.collect.point_stats`` rows. Returns the plotted arrays."""
     shown = [p for p in points if p["x"] is not None and (not x_log or p["x"] > 0)]
     x = np.array([p["x"] for p in shown], dtype=np.float64)
-    plotted: dict = {"x": x.tolist()}
+    plotted: dict = {"x": x.tolist(), "seeds": [len(p["seeds"]) for p in shown]}
+    seeds = seeds_text(plotted["seeds"]) if shown else ""
     for t, color in (("t1", T1_COLOR), ("t2", T2_COLOR)):
         mean = _positive([p[t]["mean"] for p in shown])
         lo, hi = _positive([p[t]["min"] for p in shown]), _positive([p[t]["max"] for p in shown])
-        ax.plot(x, mean, "o-", color=color, lw=1.8, ms=4, label=f"${t[0]}_{t[1]}$ measured")
+        ax.plot(x, mean, "o-", color=color, lw=1.8, ms=4, label=f"${t[0]}_{t[1]}$ measured ({seeds})")
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
         exact = _positive([p[f"exact_{t}"]["mean"] for p in shown])
         if np.isfinite(exact).any():
             ax.plot(x, exact, ":", color="k", lw=1.4, label="exact GD" if t == "t1" else None)
         plotted[t] = {"mean": mean.tolist(), "min": lo.tolist(), "max": hi.tolist(), "exact": exact.tolist()}
+    never = [(p["x"], p["steps_run"], p["t2"]["missing"]) for p in shown if p["t2"]["missing"]]
+    if never:
+        xs, last = [v[0] for v in never], [v[1] for v in never]
+        ax.plot(xs, last, "o", mfc="none", mec=T2_COLOR, ms=7, mew=1.4, label="$t_2$ not reached (last step)")
+        for xv, yv in zip(xs, last, strict=True):
+            ax.annotate(
+                "",
+                xy=(xv, yv * (1.8 if y_log else 1.15)),
+                xytext=(xv, yv),
+                arrowprops={"arrowstyle": "->", "color": T2_COLOR, "lw": 1.2},
+            )
+        missing, total = sum(v[2] for v in never), sum(len(p["seeds"]) for p in shown)
+        ax.text(
+            0.98,
+            0.02,
+            f"$t_2$ not reached: {missing} of {total} seeds",
+            transform=ax.transAxes,
+            fontsize=7,
+            ha="right",
+            color=T2_COLOR,
+        )
+        plotted["t2_not_reached"] = [{"x": v[0], "last_step": v[1], "seeds": v[2]} for v in never]
     for name, t, style, label in BOUND_STYLES:
         values = _positive([(p["bounds"].get(name) or {}).get("mean") for p in shown])
         if np.isfinite(values).any():
             color = T1_COLOR if t == "t1" else T2_COLOR
-            ax.plot(x, values, style, color=color, lw=1.2, alpha=0.85, label=f"{label} (${t[0]}_{t[1]}$)")
+            ax.plot(x, values, style, color=color, lw=1.2, alpha=0.85, label=f"{label} on ${t[0]}_{t[1]}$")
             plotted[name] = values.tolist()
     left_out = [p["x"] for p in points if p not in shown]
     if left_out:
         ax.text(0.02, 0.02, f"not drawn (log axis): {x_label} = {left_out}", transform=ax.transAxes, fontsize=7)
     ax.set_xlabel(x_label)
-    ax.set_ylabel("GD steps")
+    ax.set_ylabel(step_unit)
     ax.set_title(title, fontsize=9.5)
     if x_log:
         ax.set_xscale("log")
     if y_log:
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no 6x10^1 clutter
+        log_ticks(ax.yaxis)
     if 0 < len(x) <= 8:  # the swept values themselves as ticks
         ax.set_xticks(x)
         ax.set_xticklabels([nice(v) for v in x], fontsize=8)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    elif x_log:
+        log_ticks(ax.xaxis)
     ax.grid(alpha=0.3, which="both", lw=0.5)
     if legend:
         ax.legend(fontsize=7)
     return plotted
 
 
-def _loss_axes(ax: plt.Axes, eps: float, c: float, title: str) -> None:
+def _loss_axes(ax: plt.Axes, eps: float, c: float, title: str, step_unit: str = "GD steps") -> None:
     ax.axhline(eps, color="gray", ls=":", lw=1)
     if c != eps:
         ax.axhline(c, color="gray", ls="-.", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="GD step $t$", ylabel="loss")
+    ax.set(xscale="log", yscale="log", xlabel=f"{step_unit.removesuffix('s')} $t$", ylabel="loss")
     ax.set_title(title, fontsize=9.5)
     bottom, top = ax.get_ylim()
     # an exact loss of 0.0 (reached in float64) makes log autoscaling pad by hundreds of decades: cap the top
@@ -129,6 +184,7 @@ def _loss_axes(ax: plt.Axes, eps: float, c: float, title: str) -> None:
     if highest:
         top = min(top, 3 * max(highest))
     ax.set_ylim(bottom=max(bottom, min(eps, c) * FLOOR), top=top)
+    log_ticks(ax.yaxis)
     ax.grid(alpha=0.3, which="major", lw=0.5)
 
 
@@ -142,6 +198,7 @@ def ensemble_panel(
     eps: float,
     c: float,
     title: str,
+    step_unit: str = "GD steps",
 ) -> dict:
     """Training loss L_n and population loss L against GD steps (log x): the seeds' mean (solid, +- one std
     band), the exact GD dynamics of the same tensors (dashed) and the mean t1, t2 (vertical lines)."""
@@ -165,7 +222,7 @@ def ensemble_panel(
     if exact:
         ax.plot([], [], color="0.2", ls="--", lw=1.1, label="exact GD")
     _mark_times(ax, t1, t2)
-    _loss_axes(ax, eps, c, title)
+    _loss_axes(ax, eps, c, title, step_unit)
     ax.legend(fontsize=7)
     return out
 
@@ -179,7 +236,15 @@ def _mark_times(ax: plt.Axes, t1: float | None, t2: float | None) -> None:
 
 
 def curves_panel(
-    ax: plt.Axes, groups: list[dict], *, x_symbol: str, eps: float, c: float, title: str, log_values: bool = True
+    ax: plt.Axes,
+    groups: list[dict],
+    *,
+    x_symbol: str,
+    eps: float,
+    c: float,
+    title: str,
+    log_values: bool = True,
+    step_unit: str = "GD steps",
 ) -> dict:
     """One pair of loss curves per hyperparameter value (colour): training loss L_n dashed, population loss L
     solid, against GD steps (log x), each the seeds' mean; t1 marked with a circle on L_n at eps, t2 with a
@@ -205,13 +270,21 @@ def curves_panel(
     ax.plot([], [], "k-", lw=1, label="test $L$")
     ax.plot([], [], "o", color="0.5", mec="k", mew=0.5, label="$t_1$")
     ax.plot([], [], "v", color="0.5", mec="k", mew=0.5, label="$t_2$")
-    _loss_axes(ax, eps, c, title)
+    _loss_axes(ax, eps, c, title, step_unit)
     ax.legend(fontsize=6.5, ncol=2)
     return out
 
 
 def accuracy_panel(
-    ax: plt.Axes, curve: dict, *, t1: float | None, t2: float | None, eps: float, c: float, title: str
+    ax: plt.Axes,
+    curve: dict,
+    *,
+    t1: float | None,
+    t2: float | None,
+    eps: float,
+    c: float,
+    title: str,
+    step_unit: str = "GD steps",
 ) -> dict:
     """App. B, Fig. 5: the losses (left axis, log) and the surrogate accuracy
     Acc(t) = Pr_x((N(x; theta_t) - N*(x))^2 <= eps) on the test set (right axis), against GD steps (log x)."""
@@ -223,7 +296,7 @@ def accuracy_panel(
         ax.plot(steps[shown], y[shown], color=color, label=label)
         out[key] = y
     _mark_times(ax, t1, t2)
-    _loss_axes(ax, eps, c, title)
+    _loss_axes(ax, eps, c, title, step_unit)
     acc = curve.get("test/surrogate_acc")
     if acc is not None:
         acc = np.asarray(acc, dtype=np.float64)

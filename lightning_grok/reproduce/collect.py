@@ -41,6 +41,9 @@ class Run:
             return None
 
 
+NOT_APPLICABLE = ("hypothesis not met",)  # bound verdicts whose value the paper does not claim
+
+
 def _select(tree: Mapping, dotted: str | None) -> Any:
     if dotted is None:
         return None
@@ -62,6 +65,7 @@ def _member(m: Member, seed: int, times: str) -> dict:
         "exact_t2": m.exact.t_generalize if m.exact else None,
         "bounds": {k: {"value": b.value, "verdict": b.verdict} for k, b in m.bounds.items()},
         "n_over_lambda_min": m.n_over_lambda_min,
+        "steps_run": m.steps_run,
     }
 
 
@@ -136,11 +140,20 @@ def point_stats(runs: Sequence[Run]) -> list[dict]:
         bounds: dict[str, dict] = {}
         for name in dict.fromkeys(k for m in members for k in m["bounds"]):
             entries = [m["bounds"].get(name) or {} for m in members]
-            values = [e.get("value") for e in entries if isinstance(e.get("value"), int | float)]
+            # a bound stands only where its hypotheses hold: the mean is over those seeds
+            values = [
+                e["value"]
+                for e in entries
+                if isinstance(e.get("value"), int | float) and e.get("verdict") not in NOT_APPLICABLE
+            ]
             verdicts: dict[str, int] = {}
             for e in entries:
                 verdicts[str(e.get("verdict"))] = verdicts.get(str(e.get("verdict")), 0) + 1
-            bounds[name] = {"mean": sum(values) / len(values) if values else None, "verdicts": verdicts}
+            bounds[name] = {
+                "mean": sum(values) / len(values) if values else None,
+                "seeds_averaged": len(values),
+                "verdicts": verdicts,
+            }
         rows.append(
             {
                 "x": x,
@@ -149,6 +162,7 @@ def point_stats(runs: Sequence[Run]) -> list[dict]:
                 "t2": _stats([m["t2"] for m in members]),
                 "exact_t1": _stats([m["exact_t1"] for m in members]),
                 "exact_t2": _stats([m["exact_t2"] for m in members]),
+                "steps_run": max(m["steps_run"] for m in members),
                 "bounds": bounds,
             }
         )
