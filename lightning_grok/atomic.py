@@ -26,10 +26,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: 
     (first keeping the current ``path``, if any, as ``keep_previous`` when given; ``path`` never goes missing).
 
     If anything fails (a full disk, a signal turned into an exception) the temporary file is removed and
-    ``path`` keeps its previous content."""
+    ``path`` keeps its previous content. An OSError names ``path`` (``exc.filename``): a failed write or fsync
+    names no file of its own, and the temporary file's name would mean nothing to the reader."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _raise_naming(exc, path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -39,9 +43,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep_previous: 
         if keep_previous is not None and path.exists():
             _keep(path, Path(keep_previous))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_naming(exc, path)
         raise
+
+
+def _raise_naming(exc: OSError, path: Path) -> None:
+    """Raise ``exc`` again with ``path`` as its file name (same errno, so the same OSError subclass)."""
+    if exc.errno is None:
+        raise exc
+    raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def _keep(path: Path, previous: Path) -> None:

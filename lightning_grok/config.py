@@ -8,6 +8,7 @@ counted in GD steps, never in epochs.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import stat
@@ -39,6 +40,11 @@ OPTIMIZERS = ("gd", "sgd", "adamw")
 PRECISIONS = ("64-true", "64", "32-true", "32", "bf16-mixed", "16-mixed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 KERNELS = ("auto", "parameter", "rowspace")
+# Lightning's accelerator names; whether the hardware is there is checked where the run is prepared
+# (trainer_checks.py), since asking needs torch and Lightning
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+DEVICES_ALLOWED = "auto, -1 (every device), a count >= 1 such as 2, or device indices such as 0,1"
+INT64_MAX = 2**63 - 1  # torch and numpy hold integers as int64: a larger one overflows (or runs forever)
 
 
 @dataclass
@@ -99,10 +105,10 @@ class TrainerConfig:
     max_steps: int = 50_000  # GD steps
     steps_per_call: int = 0  # GD steps per Lightning training_step; 0 = automatic
     kernel: str = "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n^2)/step, n < m) | auto (rowspace if n < m)
-    accelerator: str = "auto"
-    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
+    accelerator: str = "auto"  # gpu is cuda; checked against this machine before the run directory is written
+    devices: str = "auto"  # GPUs (or CPU processes) per node
     num_nodes: int = 1
-    strategy: str = "auto"
+    strategy: str = "auto"  # Lightning's strategy name: auto, ddp, ... (its StrategyRegistry)
     precision: str = "64-true"  # 64-true | 32-true | bf16-mixed | 16-mixed
     progress_bar: bool = True
     checkpoint_every: int = 0  # GD steps between checkpoints; 0 = only at the end (and on SLURM signal)
@@ -155,12 +161,41 @@ def _explain(exc: OmegaConfBaseException, source: str) -> ConfigError:
     if key and "Key '" in msg and "not in" in msg:
         parent = key.rsplit(".", 1)[0] if "." in str(key) else ""
         allowed = sorted(OmegaConf.select(_schema(), parent).keys()) if parent else sorted(_schema().keys())
-        return ConfigError(f"{source}: unknown key '{key}' (allowed keys here: {', '.join(allowed)})")
+        close = suggest_keys(str(key))
+        hint = f"did you mean {' or '.join(close)}?; " if close else ""
+        return ConfigError(f"{source}: unknown key '{key}' ({hint}allowed keys here: {', '.join(allowed)})")
     if "nterpolation" in type(exc).__name__ or "interpolation" in msg:
         return ConfigError(f"{source}: key '{key}' cannot be resolved: {msg}")
     if not key:
         return ConfigError(f"{source}: {msg}")
     return ConfigError(f"{source}: key '{key}' has invalid value {value!r}: {msg}")
+
+
+def schema_keys(tree: dict | None = None, prefix: str = "") -> list[str]:
+    """Every leaf key of the schema, dotted as overrides write it (``optim.lr``), in schema order."""
+    tree = OmegaConf.to_container(_schema()) if tree is None else tree
+    keys = []
+    for name, value in tree.items():
+        keys += schema_keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"]
+    return keys
+
+
+def suggest_keys(key: str, limit: int = 3) -> list[str]:
+    """The schema keys ``key`` was most likely meant to be: those with the same last dotted component
+    (``lr`` -> ``optim.lr``), else the closest by ``difflib`` over the full dotted keys (``model.widht`` ->
+    ``model.width``) and over their last components (``wdith`` -> ``model.width``)."""
+    keys = schema_keys()
+    last = key.rsplit(".", 1)[-1]
+    same = [k for k in keys if k.rsplit(".", 1)[-1] == last and k != key]
+    if same:
+        return same[:limit]
+    found = difflib.get_close_matches(key, keys, n=limit, cutoff=0.75)
+    by_last: dict[str, list[str]] = {}
+    for k in keys:
+        by_last.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+    for name in difflib.get_close_matches(last, list(by_last), n=limit, cutoff=0.75):
+        found += by_last[name]
+    return list(dict.fromkeys(found))[:limit]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -356,6 +391,8 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.max_steps", *atleast1),
         ("trainer.steps_per_call", *nonneg),
         ("trainer.num_nodes", *atleast1),
+        ("trainer.accelerator", lambda v: v in ACCELERATORS, f"one of {ACCELERATORS}"),
+        ("trainer.devices", devices_form_ok, DEVICES_ALLOWED),
         ("trainer.kernel", lambda v: v in KERNELS, f"one of {KERNELS}"),
         ("trainer.precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
         ("trainer.checkpoint_every", *nonneg),
@@ -364,6 +401,31 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}"),
         ("wandb.log_points", *atleast1),
     ]
+
+
+def devices_form_ok(spec: object) -> bool:
+    """``trainer.devices`` is auto, -1, a count >= 1, or distinct device indices >= 0 joined by commas."""
+    text = str(spec).strip()
+    if text in ("auto", "-1"):
+        return True
+    if "," not in text:
+        return text.isdigit() and int(text) >= 1
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return bool(parts) and all(p.isdigit() for p in parts) and len({int(p) for p in parts}) == len(parts)
+
+
+def _out_of_int64(tree: Any, prefix: str = "") -> tuple[str, int] | None:
+    """The first integer outside int64 in a resolved config tree, with its dotted key: YAML reads
+    ``99999999999999999999999`` as a Python int, which torch, numpy and Lightning cannot hold."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        full = f"{prefix}{key}" if isinstance(tree, dict) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return full, value
+        found = _out_of_int64(value, f"{full}.")
+        if found:
+            return found
+    return None
 
 
 def _non_finite(tree: Any, prefix: str = "") -> tuple[str, float] | None:
@@ -390,6 +452,12 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
     if bad:
         # every float of the schema is a rate, a scale, a size or a threshold: none may be nan or infinite
         raise ConfigError(f"invalid value for '{bad[0]}': {bad[1]!r} (allowed: a finite number)")
+    huge = _out_of_int64(resolved)
+    if huge:
+        raise ConfigError(
+            f"invalid value for '{huge[0]}': {huge[1]} is outside the int64 range (allowed: an integer from "
+            f"{-INT64_MAX - 1} to {INT64_MAX})"
+        )
     for key, ok, allowed in _rules():
         value = OmegaConf.select(cfg, key)
         if not ok(value):

@@ -35,6 +35,7 @@ from lightning_grok.signals import SignalFlags
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.problem import closed_form
 from lightning_grok.theory.run_theory import RunTheory
+from lightning_grok.trainer_checks import check_trainer
 from lightning_grok.wandb_logger import make_logger
 
 EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_DIVERGED = 0, 1, 2, 3
@@ -131,9 +132,12 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
     Returns (exit status, phases dict): 0 completed, 1 a file could not be written (a full disk: earlier
     results stay intact), 3 diverged, 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM; the checkpoint
     is saved and the same command resumes). Bad input raises ConfigError (exit 2) before anything is built:
-    an ``output_dir`` that cannot be written, held by another live process, or holding another config's run.
+    trainer settings this machine or launcher cannot run (``trainer_checks``: checked before the run directory
+    is created or locked, so the corrected command runs on the same ``output_dir``), an ``output_dir`` that
+    cannot be written, held by another live process, or holding another config's run.
     """
     output_dir = resolve_output_dir(cfg, config_name)
+    check_trainer(cfg, output_dir)
     config = to_container(cfg)
     config["output_dir"] = str(output_dir)
     created = not output_dir.exists()

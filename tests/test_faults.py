@@ -261,6 +261,9 @@ def test_full_disk_exits_1_and_leaves_earlier_results_intact(tmpfs):
     res = run(out, "trainer.max_steps=20000", "trainer.steps_per_call=500", "trainer.checkpoint_every=500")
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     assert "No space left on device" in res.stderr and "Traceback" not in res.stderr
+    # the message names the file that could not be written (a write error alone carries no file name)
+    named = res.stderr.split("cannot write ", 1)[1].split(": No space left", 1)[0]
+    assert named.startswith(str(out)) and not named.endswith(".tmp"), res.stderr
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
     ckpts = sorted((out / "checkpoints").glob("*.ckpt"))
     assert ckpts
