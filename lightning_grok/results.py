@@ -680,6 +680,14 @@ def format_value(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
+def format_duration(seconds: float) -> str:
+    """Wall time for a person: "45 s", "12 min", "1 h 20 min"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
 def _mean_or_none(values: Sequence[float | None]) -> float | None:
     return None if not values or None in values else float(np.mean(values))
 

@@ -174,6 +174,8 @@ def sweep_dir(tmp_path_factory):
         timeout=600,
     )
     assert agent.returncode == 0, agent.stdout + agent.stderr
+    # the agent says how far the sweep is, with an ETA while points are left
+    assert "] 1/3 points finished, about " in agent.stdout and "] 3/3 points finished\n" in agent.stdout
     return tmp / "s"
 
 

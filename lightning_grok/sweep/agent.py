@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -31,10 +33,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_grok.results import RunResult, format_value
+from lightning_grok.results import RunResult, format_duration, format_value
 from lightning_grok.signals import slurm_job_id
 from lightning_grok.sweep.spec import SweepSpec
-from lightning_grok.sweep.state import AgentInfo, SweepDir, read_result, result_of
+from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, read_result, result_of
 from lightning_grok.sweep.worker import ForkedRun, forkable_args, preimport
 
 EXIT_OK, EXIT_TOO_MANY_FAILURES, EXIT_ALL_FAILED = 0, 1, 1
@@ -212,6 +214,7 @@ class Agent:
                 break
             state, exit_code = self.run_one(record)
             ran += 1
+            self._say_progress()
             results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
             unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
             failures = failures + 1 if unexpected else 0
@@ -228,6 +231,30 @@ class Agent:
             return EXIT_ALL_FAILED
         self.say(f"done: {ran} run(s)")
         return EXIT_OK
+
+    def _say_progress(self) -> None:
+        """``k/N points finished``, and for a grid an ETA: the mean wall time of the finished runs times the
+        points left, over the agents now running (this one included)."""
+        try:
+            records = list(self.dir.read()["runs"].values())
+        except (OSError, ValueError):  # progress is a courtesy: never stop the sweep for it
+            return
+        finished = {point_key(r["params"]) for r in records if r["state"] == "finished"}
+        total = len(self._grid) if self.spec.method == "grid" else self.opt.count
+        if total is None:
+            self.say(f"{len(finished)} point(s) finished")
+            return
+        line = f"{len(finished)}/{total} points finished"
+        took = [r["ended_at"] - r["started_at"] for r in records if r["state"] == "finished" and r.get("ended_at")]
+        left = max(total - len(finished), 0)
+        if took and left and self.spec.method == "grid":
+            agents = 1 + len({json.dumps(r.get("agent"), sort_keys=True) for r in records if r["state"] == "running"})
+            line += f", about {format_duration(sum(took) / len(took) * left / agents)} left"
+        self.say(line)
+
+    @functools.cached_property
+    def _grid(self) -> list[dict]:
+        return self.spec.points()
 
     def _requeue(self) -> None:
         """Inside SLURM: requeue this job, whose restart resumes the preempted run (claimed first)."""
