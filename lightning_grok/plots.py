@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lightning_grok.atomic import atomic_write  # noqa: E402
 from lightning_grok.theory.exact import ExactDynamics  # noqa: E402
 
 T1_COLOR, T2_COLOR = "tab:blue", "tab:red"
@@ -59,14 +60,20 @@ def layout(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def save(fig: plt.Figure, base: Path, title: str) -> dict[str, Path]:
-    """``base``.png (dpi 110: a gallery-sized file) and ``base``.pdf; closes the figure."""
+    """``base``.png (dpi 110: a gallery-sized file) and ``base``.pdf, each written atomically; closes the figure.
+    An OSError (a full disk) names the file that could not be written; no partial file is left."""
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    base.parent.mkdir(parents=True, exist_ok=True)
     paths = {"png": base.with_suffix(".png"), "pdf": base.with_suffix(".pdf")}
-    fig.savefig(paths["png"], dpi=110)
-    fig.savefig(paths["pdf"])
-    plt.close(fig)
+    try:
+        for kind, path in paths.items():
+            extra = {"dpi": 110} if kind == "png" else {}
+            try:
+                atomic_write(path, lambda f, kind=kind, extra=extra: fig.savefig(f, format=kind, **extra))
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    finally:
+        plt.close(fig)
     return paths
 
 
