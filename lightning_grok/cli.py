@@ -13,12 +13,19 @@ Overrides use the ``key=value`` form that W&B sweeps pass with ``${args_no_hyphe
 exit status of fit: 0 completed; 1 a file could not be written (disk full; earlier results intact);
 2 bad input, nothing trained; 3 diverged; 130 stopped by SIGINT, 143 by SIGTERM (checkpoint saved:
 run the same command again to resume). sweep: 0 done; 1 gave up or every run failed; 2 bad input;
-128 + N stopped by signal N.
+128 + N stopped by signal N. reproduce: 0 every figure drawn; 1 a file could not be written (a full disk: the
+file is named, no half-written file is left) or an agent failed; 2 bad input (an unknown figure, an override
+the config schema refuses, --out a file, --from missing or holding no run: nothing made under --out);
+4 a figure lacks points (missing, failed or interrupted runs: each panel's count is printed and no figure
+file is written; run the same command again to finish them, or pass --partial to draw what there is);
+130 stopped by SIGINT, 143 by SIGTERM (every agent stops its runs at a checkpoint, recorded ``killed`` in
+the sweep's state.json, and nothing is drawn; the same command resumes them).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -84,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the sweep file's)")
     r.add_argument("--agents", type=int, default=1, help="offline agents in parallel on the figure's sweeps (1)")
+    r.add_argument(
+        "--partial",
+        action="store_true",
+        help="draw a figure whose sweep lacks points (missing or interrupted runs) from what there is; without "
+        "it such a figure is not drawn and the exit status is 4",
+    )
     r.set_defaults(func=_reproduce, overrides=[])
     from lightning_grok.sweep.cli import add_parsers as add_sweep_parsers
 
@@ -131,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Exit status: 0; 2 bad input (nothing run); otherwise the failed agents' status (figures still drawn)."""
-    from lightning_grok.reproduce.run import reproduce
+    """Exit status (see the module's docstring): 0; 1 a file could not be written, or the failed agents'
+    status; 2 bad input (nothing run, no folder made); 4 a figure lacks points (not drawn without --partial);
+    128 + N stopped by signal N."""
+    from lightning_grok.reproduce.run import Stopped, reproduce
 
     if args.agents < 1:
         raise ConfigError(f"invalid value for '--agents': {args.agents} (allowed: an integer >= 1)")
@@ -145,10 +160,24 @@ def _reproduce(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             agents=args.agents,
             from_dir=args.from_dir,
+            partial=args.partial,
         )
-    except KeyboardInterrupt:
+    except Stopped as exc:
+        print(
+            f"lightning-grok reproduce: {exc}: the runs it stopped are checkpointed and recorded in their sweep's "
+            "state.json; nothing was drawn. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return exc.exit_status
+    except KeyboardInterrupt:  # before the handlers were in place: nothing had started
         print("lightning-grok reproduce: interrupted; the same command resumes it", file=sys.stderr)
         return 130
+    except OSError as exc:  # one line naming the file, e.g. a full disk while a figure is saved
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+        where = f" {exc.filename}" if exc.filename else ""
+        what = f"cannot write{where}" if full else (where.strip() or "input/output")
+        print(f"lightning-grok reproduce: error: {what}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return max((r["status"] for r in out.values()), key=lambda c: (c != 0, c))
 
 

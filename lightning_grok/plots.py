@@ -27,6 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lightning_grok.atomic import atomic_write  # noqa: E402
+
 T1_COLOR, T2_COLOR = "tab:blue", "tab:red"
 TRAIN_COLOR, TEST_COLOR = "tab:blue", "tab:red"
 # bounds drawn in the times panels: (bound name in phases.json, which time, line style, legend label)
@@ -50,15 +52,24 @@ def layout(count: int) -> tuple[plt.Figure, list[plt.Axes]]:
 
 
 def save(fig: plt.Figure, base: Path, title: str, provenance: str = "") -> dict[str, Path]:
-    """``base``.png (PNG_DPI) and ``base``.pdf; closes the figure. ``provenance`` (the command, runs, seeds)
-    goes into the files' metadata (PNG text chunk ``Description``, PDF ``Subject``), not into the image."""
+    """``base``.png (PNG_DPI) and ``base``.pdf, each written atomically; closes the figure. ``provenance`` (the
+    command, runs, seeds) goes into the files' metadata (PNG text chunk ``Description``, PDF ``Subject``), not
+    into the image. An OSError (a full disk) names the file that could not be written; no partial file is left."""
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    base.parent.mkdir(parents=True, exist_ok=True)
     paths = {"png": base.with_suffix(".png"), "pdf": base.with_suffix(".pdf")}
-    fig.savefig(paths["png"], dpi=PNG_DPI, metadata={"Title": title, "Description": provenance})
-    fig.savefig(paths["pdf"], metadata={"Title": title, "Subject": provenance})
-    plt.close(fig)
+    options = {
+        "png": {"dpi": PNG_DPI, "metadata": {"Title": title, "Description": provenance}},
+        "pdf": {"metadata": {"Title": title, "Subject": provenance}},
+    }
+    try:
+        for kind, path in paths.items():
+            try:
+                atomic_write(path, lambda f, kind=kind: fig.savefig(f, format=kind, **options[kind]))
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    finally:
+        plt.close(fig)
     return paths
 
 

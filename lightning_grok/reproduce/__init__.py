@@ -1,7 +1,7 @@
 """Every figure of the paper with one command: run its sweep files through the offline agent, then draw.
 
   lightning-grok reproduce FIGURE [FIGURE ...|all] [--quick] [--seeds K] [--agents N] [--out DIR]
-                           [--from DIR] [key=value ...]
+                           [--from DIR] [--partial] [key=value ...]
 
 FIGURE is fig1 ... fig7 or modular (``FIGURES``). Each figure is a list of panels; each panel is a W&B sweep
 file under ``sweeps/`` (the paper's setting at full scale). ``reproduce`` writes, per panel, a sweep file
@@ -11,7 +11,10 @@ offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quick][-
 * seeds per point: ``seeds=K`` (one run, K seeds as batched tensors) where the family supports vectorized
   seeds, else a ``seed`` list of K separate runs;
 * finished points are never rerun, so running the same command again resumes an interrupted reproduction
-  (interrupted runs resume from their checkpoints) and only draws once everything is there;
+  (interrupted runs resume from their checkpoints) and only draws once everything is there: a figure whose
+  sweep lacks points is not drawn (exit 4; ``--partial`` draws what there is);
+* SIGINT / SIGTERM are passed on to the agents, which stop their runs at a checkpoint and record them
+  ``killed``; ``reproduce`` waits for them, draws nothing and exits 130 / 143;
 * ``--agents N`` starts N agents on the same sweep directories (they split the points);
 * ``--from DIR`` runs nothing: it draws from run directories made elsewhere (a SLURM array of
   ``lightning-grok sweep SWEEP --sweep-dir DIR/<sweep>``, or an earlier ``--out``).
@@ -57,12 +60,14 @@ from lightning_grok.reproduce.figures import (
     Panel,
 )
 from lightning_grok.reproduce.report import compute_fits, draw_figure, fits_markdown, log_to_wandb, setting_text
-from lightning_grok.reproduce.run import reproduce
+from lightning_grok.reproduce.run import EXIT_INCOMPLETE, Stopped, reproduce
 from lightning_grok.reproduce.sweeps import (
     CONFIGS,
     REPO,
     SWEEPS,
     Job,
+    StopSignals,
+    check_overrides,
     finished_points,
     grid_size,
     panel_dirname,
@@ -73,6 +78,7 @@ from lightning_grok.reproduce.sweeps import (
 
 __all__ = [
     "CONFIGS",
+    "EXIT_INCOMPLETE",
     "FIGURES",
     "LAMBDA",
     "M_SYM",
@@ -88,7 +94,10 @@ __all__ = [
     "Job",
     "Panel",
     "Run",
+    "StopSignals",
+    "Stopped",
     "bound_verdicts",
+    "check_overrides",
     "combine_curves",
     "compute_fits",
     "draw_figure",

@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lightning_grok.atomic import atomic_write_json
+from lightning_grok.atomic import atomic_write_json, atomic_write_text
 from lightning_grok.reproduce.collect import (
     Run,
     _run_seconds,
@@ -202,8 +202,21 @@ def log_to_wandb(
     return mode
 
 
-def _finish_figure(figure, panel_runs, folders, unfinished, out_dir, opts, elapsed, from_dir, say) -> dict:
-    """Fits, drawing, JSON, markdown, W&B and the printed summary of one figure."""
+def _written(path: Path, write: Callable[[], None]) -> None:
+    """Run ``write`` (an atomic write of ``path``); an OSError (a full disk) is re-raised naming ``path``, not
+    the temporary file it was going to (which ``atomic_write`` removed)."""
+    try:
+        write()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
+def _finish_figure(
+    figure, panel_runs, folders, unfinished, out_dir, opts, elapsed, from_dir, say, lacking: Mapping | None = None
+) -> dict:
+    """Fits, drawing, JSON, markdown, W&B and the printed summary of one figure. Every file is written
+    atomically (a reader never sees half of one); OSError naming the file when one cannot be (a full disk).
+    ``lacking``: per panel, the points a ``--partial`` figure is drawn without (kept in the JSON)."""
     reports, comparisons = compute_fits(figure, panel_runs)
     verdicts = bound_verdicts(panel_runs)
     drawn_at = time.time()
@@ -213,7 +226,8 @@ def _finish_figure(figure, panel_runs, folders, unfinished, out_dir, opts, elaps
     paths = drawn["paths"]
     table = fits_markdown(reports, comparisons)
     md = out_dir / f"{figure.name}_fits.md"
-    md.write_text(f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n")
+    text = f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n"
+    _written(md, lambda: atomic_write_text(md, text))
     panels = {}
     for panel in figure.panels:
         runs = panel_runs[panel.key]
@@ -245,11 +259,12 @@ def _finish_figure(figure, panel_runs, folders, unfinished, out_dir, opts, elaps
         "comparisons": comparisons,
         "bound_verdicts": verdicts,
         "unfinished_runs": [str(p) for p in unfinished],
+        "lacking": dict(lacking or {}),  # drawn with --partial: per panel, the points it lacks
         "png": paths["png"],
         "pdf": paths["pdf"],
     }
     json_path = out_dir / f"{figure.name}.json"
-    atomic_write_json(json_path, data)
+    _written(json_path, lambda: atomic_write_json(json_path, data))
     mode = None
     try:
         mode = log_to_wandb(figure.name, figure.title, paths["png"], reports, opts["overrides"], out_dir)
@@ -282,4 +297,8 @@ def _summary(figure: Figure, data: dict, table: str, verdicts: dict, mode: str |
         lines.append("bound verdicts (seeds): " + "; ".join(parts))
     if data["unfinished_runs"]:
         lines.append(f"{len(data['unfinished_runs'])} run(s) not drawn (interrupted): rerun the command to resume them")
+    if data["lacking"]:
+        counts = {k: "all" if v["missing"] is None else v["missing"] for k, v in data["lacking"].items()}
+        lacks = ", ".join(f"{k} lacks {n}" for k, n in counts.items())
+        lines.append(f"drawn with --partial: {lacks} point(s)")
     return "\n".join(lines)

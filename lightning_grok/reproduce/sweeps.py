@@ -4,12 +4,17 @@ child interpreter, ``python -m lightning_grok.reproduce --agent``: see ``__main_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +22,13 @@ from typing import Any
 
 import yaml
 
+from lightning_grok.atomic import atomic_write_text
 from lightning_grok.reproduce.figures import Figure, Panel
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 SWEEPS = REPO / "sweeps"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _parse_value(text: str) -> Any:
@@ -145,91 +152,214 @@ class Job:
         return finished_points(self.sweep_dir) >= grid_size(self.raw)
 
 
+def check_overrides(figures: Sequence[Figure], *, quick: bool, seeds: int | None, overrides: Sequence[str]) -> None:
+    """Every ``key=value`` override, alone on the first point of every panel, through the run config schema,
+    before any folder is made: ConfigError with the message ``fit`` gives for it (the key and value named),
+    followed by the override as typed and the panel. A list value (a grid) is checked one value at a time;
+    ``prepare_jobs`` then checks every point with all of them."""
+    from lightning_grok.config import ConfigError, load_config, parse_overrides
+
+    if not overrides:
+        return
+    parse_overrides(list(overrides))  # key=value form, with fit's message
+    for item in overrides:
+        try:
+            _parse_value(item.split("=", 1)[1])
+        except Exception:  # noqa: BLE001 - a value OmegaConf cannot read: fit's own check names it
+            load_config(None, [item], verb=None)
+            raise ConfigError(f"override {item!r}: the value cannot be read") from None
+    for figure in figures:
+        for panel in figure.panels:
+            raw = panel_sweep(panel, quick=quick, seeds=seeds, overrides=overrides)
+            command = raw["command"]
+            config = command[command.index("fit") + 1]
+            params = raw["parameters"]
+            keys = {item.removeprefix("--").split("=", 1)[0] for item in overrides}
+            base = [p for p in _first_point(params) if p.split("=", 1)[0] not in keys]  # the panel's own point
+            for item in overrides:
+                key = item.removeprefix("--").split("=", 1)[0]
+                if key not in params:  # seed / seeds: turned into the panel's seed list
+                    continue
+                given = params[key]
+                tries = [item] if "value" in given else [f"{key}={'null' if v is None else v}" for v in given["values"]]
+                for one in tries:
+                    point = [*base, one]
+                    try:
+                        load_config(config, point, verb="fit")
+                    except ConfigError as exc:
+                        raise ConfigError(f"{exc} (override {item}, panel {figure.name}/{panel.key})") from None
+
+
 def prepare_jobs(figure: Figure, out_dir: Path, *, quick: bool, seeds: int | None, overrides: Sequence[str]) -> dict:
     """{panel key: Job}, the sweep files written; panels that share a sweep (Fig. 6) share its Job.
-    Every file is validated now (config schema, every grid point): ConfigError before anything runs."""
+    Every file is validated first (config schema, every grid point), in a temporary folder: ConfigError
+    before anything is written under ``out_dir`` or runs."""
     from lightning_grok.config import ConfigError
     from lightning_grok.sweep.spec import SweepSpecError, load_spec, same_runs
 
     jobs: dict[str, Job] = {}
     by_dir: dict[Path, Job] = {}
-    for panel in figure.panels:
-        raw = panel_sweep(panel, quick=quick, seeds=seeds, overrides=overrides)
-        dirname = panel_dirname(panel, quick=quick, seeds=seeds, overrides=overrides)
-        sweep_dir = (out_dir / figure.name / dirname).resolve()
-        if sweep_dir in by_dir:
-            if by_dir[sweep_dir].raw != raw:
-                raise ConfigError(f"panels of {figure.name} share {sweep_dir} but not their settings")
-            jobs[panel.key] = by_dir[sweep_dir]
-            continue
-        recorded = sweep_dir / "sweep.yaml"
-        if recorded.is_file() and not same_runs(yaml.safe_load(recorded.read_text()), raw):
-            raise ConfigError(
-                f"{sweep_dir} holds the runs of another setting of panel {figure.name}/{panel.key} (sweeps/"
-                f"{panel.sweep} or its run config changed since): pass another --out, or remove {sweep_dir} to run "
-                "it anew"
-            )
-        sweep_file = sweep_dir.with_suffix(".yaml")
-        sweep_file.parent.mkdir(parents=True, exist_ok=True)
-        text = f"# written by `lightning-grok reproduce {figure.name}` from sweeps/{panel.sweep}\n"
-        sweep_file.write_text(text + yaml.safe_dump(raw, sort_keys=False))
-        try:
-            load_spec(sweep_file, sweep_dir=sweep_dir)
-        except SweepSpecError as exc:
-            raise ConfigError(str(exc)) from None
-        jobs[panel.key] = by_dir[sweep_dir] = Job(sweep_file, sweep_dir, raw)
+    texts: dict[Path, str] = {}
+    with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
+        for panel in figure.panels:
+            raw = panel_sweep(panel, quick=quick, seeds=seeds, overrides=overrides)
+            dirname = panel_dirname(panel, quick=quick, seeds=seeds, overrides=overrides)
+            sweep_dir = (out_dir / figure.name / dirname).resolve()
+            if sweep_dir in by_dir:
+                if by_dir[sweep_dir].raw != raw:
+                    raise ConfigError(f"panels of {figure.name} share {sweep_dir} but not their settings")
+                jobs[panel.key] = by_dir[sweep_dir]
+                continue
+            recorded = sweep_dir / "sweep.yaml"
+            if recorded.is_file() and not same_runs(yaml.safe_load(recorded.read_text()), raw):
+                raise ConfigError(
+                    f"{sweep_dir} holds the runs of another setting of panel {figure.name}/{panel.key} (sweeps/"
+                    f"{panel.sweep} or its run config changed since): pass another --out, or remove {sweep_dir} to "
+                    "run it anew"
+                )
+            sweep_file = sweep_dir.with_suffix(".yaml")
+            text = f"# written by `lightning-grok reproduce {figure.name}` from sweeps/{panel.sweep}\n"
+            text += yaml.safe_dump(raw, sort_keys=False)
+            trial = Path(tmp) / sweep_file.name
+            trial.write_text(text)
+            try:
+                load_spec(trial, sweep_dir=sweep_dir)
+            except SweepSpecError as exc:
+                raise ConfigError(str(exc).replace(str(trial), str(sweep_file))) from None
+            texts[sweep_file] = text
+            jobs[panel.key] = by_dir[sweep_dir] = Job(sweep_file, sweep_dir, raw)
+    for sweep_file, text in texts.items():
+        atomic_write_text(sweep_file, text)
     return jobs
 
 
-def run_agents(jobs: Sequence[Job], agents: int = 1, env: Mapping[str, str] | None = None) -> int:
+class StopSignals:
+    """SIGINT and SIGTERM while ``reproduce`` runs, as flags (``signals.SignalFlags``' rule: a handler acts on
+    nothing). ``run_agents`` passes every signal received on to the agents; each agent stops its run at the
+    next chunk boundary (checkpointed, ``phases.json`` status ``interrupted``), records it ``killed`` and exits
+    128 + N; a second signal makes the agents kill their runs at once. With no agent running, the same signal
+    a second time takes its default action. ``exit_status``: 128 + the first signal, None if none came."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.agents_running = False
+        self._previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self.agents_running and self.received.count(signum) > 1:  # asked twice: no more waiting
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    @property
+    def signum(self) -> int | None:
+        return self.received[0] if self.received else None
+
+    @property
+    def exit_status(self) -> int | None:
+        return None if self.signum is None else 128 + int(self.signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # elsewhere the caller owns signals
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+def run_agents(
+    jobs: Sequence[Job], agents: int = 1, env: Mapping[str, str] | None = None, stop: StopSignals | None = None
+) -> int:
     """Run every job's sweep with ``agents`` agent processes (each takes the jobs in order; they split the
-    points through the sweep directories). Returns the worst agent exit status (0 when none was needed)."""
+    points through the sweep directories). Returns the worst agent exit status (0 when none was needed).
+
+    The agents run in sessions of their own, so a Ctrl-C in the terminal reaches this process only: it passes
+    SIGINT and SIGTERM on to every agent (once per signal received, see ``StopSignals``) and waits for them
+    to stop their runs. An agent dies with this process (Linux parent-death signal: SIGTERM, so its run still
+    checkpoints). ``stop``: the caller's handlers, installed for longer; by default for this call only."""
+    from lightning_grok.sweep.agent import _child_setup
+
     todo = [j for j in jobs if not j.complete]
     if not todo:
         return 0
-    arg = json.dumps([[str(j.sweep_file), str(j.sweep_dir)] for j in todo])
-    cmd = [sys.executable, "-m", "lightning_grok.reproduce", "--agent", arg]
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=None if env is None else dict(env)) for _ in range(max(agents, 1))]
-
-    def forward(signum: int, frame: object) -> None:  # SIGTERM to reproduce: the agents stop their runs too
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, forward)
-    except ValueError:  # not the main thread: the caller owns signals
-        previous = None
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # the agents got the Ctrl-C too: they stop their runs (checkpointed) and record it
-        for p in procs:
-            p.wait()
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with contextlib.ExitStack() as stack:
+        if stop is None:
+            stop = stack.enter_context(StopSignals())
+        if stop.received:  # stopped before anything started
+            return stop.exit_status
+        arg = json.dumps([[str(j.sweep_file), str(j.sweep_dir)] for j in todo])
+        cmd = [sys.executable, "-m", "lightning_grok.reproduce", "--agent", arg]
+        procs: list[subprocess.Popen] = []
+        stop.agents_running = True
+        try:
+            for _ in range(max(agents, 1)):
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=REPO,
+                        env=None if env is None else dict(env),
+                        start_new_session=True,
+                        preexec_fn=_child_setup(os.getpid()),
+                    )
+                )
+            passed = 0
+            while any(p.poll() is None for p in procs):
+                while passed < len(stop.received):  # in order, each signal once to every agent
+                    for p in procs:
+                        p.send_signal(stop.received[passed])  # a no-op for an agent already reaped
+                    passed += 1
+                time.sleep(0.1)
+        finally:
+            stop.agents_running = False
+        codes = [p.returncode for p in procs]
     return max(codes, key=lambda c: (c != 0, abs(c)))
 
 
 def _agent_main(argv: Sequence[str]) -> int:
     """The child interpreter: one offline agent per sweep directory in turn (``--retry-failed``, so interrupted
-    and crashed points resume from their checkpoints)."""
+    and crashed points resume from their checkpoints).
+
+    A stop signal that arrives while no agent owns the handlers (before the first, between two) is passed to
+    the agent being started, or ends the loop: no point is started after it."""
     from lightning_grok.sweep.agent import Agent, AgentOptions
     from lightning_grok.sweep.spec import SweepSpecError, load_spec
     from lightning_grok.sweep.state import SweepDir, SweepStateError
 
+    pending: list[int] = []
+    current: list[Agent] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if current:
+            current[0]._on_signal(signum, frame)
+        else:
+            pending.append(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     status = 0
     for sweep_file, sweep_dir in json.loads(argv[1]):
+        if pending:
+            return 128 + pending[0]
         try:
             spec = load_spec(sweep_file, sweep_dir=sweep_dir, check_config=False)  # the parent checked every point
             sd = SweepDir(sweep_dir)
             sd.init(spec)
-            code = Agent(spec, sd, AgentOptions(retry_failed=True)).run()
+            agent = Agent(spec, sd, AgentOptions(retry_failed=True))
+            current[:] = [agent]
+            for signum in pending:  # arrived while the agent was being made
+                agent._on_signal(signum, None)
+            code = agent.run()
+            current.clear()
         except (SweepSpecError, SweepStateError) as exc:
             print(f"lightning-grok reproduce: error: {exc}", file=sys.stderr)
             return 2
         if code >= 128:  # stopped by a signal: the rest waits for the next reproduce
             return code
+        if agent.stop_signal is not None:  # arrived as the agent returned
+            return 128 + agent.stop_signal
         status = status or code
     return status
