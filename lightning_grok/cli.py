@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         help="draw a figure whose sweep lacks points (missing or interrupted runs) from what there is; without "
         "it such a figure is not drawn and the exit status is 4",
     )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each panel's runs, their GD steps and an estimated time, then exit (nothing run or written)",
+    )
     r.set_defaults(func=_reproduce, overrides=[])
     from lightning_grok.sweep.cli import add_parsers as add_sweep_parsers
 
@@ -151,6 +156,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     if args.agents < 1:
         raise ConfigError(f"invalid value for '--agents': {args.agents} (allowed: an integer >= 1)")
+    if args.dry_run:
+        from lightning_grok.reproduce.run import dry_run
+
+        print(dry_run(args.figures, quick=args.quick, seeds=args.seeds, overrides=args.overrides, agents=args.agents))
+        return 0
     try:
         out = reproduce(
             args.figures,

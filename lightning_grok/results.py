@@ -305,6 +305,7 @@ def _scalar(v: Any, where: str) -> Any:
 
 def _parse_member(d: Any, where: str, steps_run: int) -> Member:
     d = _obj(d, where, optional=False)
+
     def at(key: str) -> str:
         return _at(where, key)
 

@@ -257,9 +257,25 @@ def run_name(cfg: DictConfig, overrides: list[str]) -> str:
     return "-".join(parts)
 
 
+def figure_tags(group: str | None) -> list[str]:
+    """[figure, panel sweep, "quick" | "full"] when the W&B group names a panel of a paper figure (the
+    offline agent groups a sweep's runs by its name: ``fig2_weight_decay``, ``fig2_weight_decay-quick``)."""
+    if not group:
+        return []
+    from lightning_grok.reproduce.figures import FIGURES, QUICK_SUFFIX  # the registry only: no torch
+
+    stem = group.removesuffix(QUICK_SUFFIX)
+    for figure in FIGURES.values():
+        if any(Path(panel.sweep).stem == stem for panel in figure.panels):
+            return [figure.name, stem, "quick" if group.endswith(QUICK_SUFFIX) else "full"]
+    return []
+
+
 def run_tags(cfg: DictConfig) -> list[str]:
-    """The W&B tags a team filters on: model family, data kind, ``ensemble`` for seeds > 1, then wandb.tags."""
+    """The W&B tags a team filters on: model family, data kind, ``ensemble`` for seeds > 1, the figure, panel
+    and scale of a paper figure's runs (``figure_tags``), then wandb.tags."""
     tags = [str(cfg.model.family), str(cfg.data.kind)] + (["ensemble"] if cfg.seeds > 1 else [])
+    tags += figure_tags(run_group(cfg))
     return list(dict.fromkeys([*tags, *map(str, cfg.wandb.tags)]))
 
 

@@ -335,3 +335,11 @@ SETTING_KEYS = (  # (config key, symbol) shown under a panel's title when every 
 )
 MODULAR_KEYS = (("data.modulus", "p"), ("data.train_fraction", "train fraction"))
 NOISE_KEYS = (("data.label_noise_std", "noise std"),)
+QUICK_SUFFIX = "-quick"  # of a --quick panel's directory, sweep name and W&B group
+# where a network teacher is learned (Figs 3, 7) the title says from what inputs and how large the teacher is
+INPUT_LAWS = {
+    "gaussian": r"$x\sim N(0, I_d)$",
+    "gaussian_scaled": r"$x\sim N(0, I_d/d)$",
+    "sphere": r"$x\sim$ unif(sphere)",
+}
+TEACHER_NORM = ("data.teacher_norm", r"\|w^*\|")

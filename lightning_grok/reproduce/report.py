@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from lightning_grok.reproduce.collect import (
     exact_overlay,
     point_stats,
 )
-from lightning_grok.reproduce.figures import MODULAR_KEYS, NOISE_KEYS, SETTING_KEYS, Figure
+from lightning_grok.reproduce.figures import INPUT_LAWS, MODULAR_KEYS, NOISE_KEYS, SETTING_KEYS, TEACHER_NORM, Figure
 
 
 def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tuple[list, list[dict]]:
@@ -43,9 +46,14 @@ def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tup
                     continue
                 xs.append(float(x))
                 ys.append(m["t1"] if spec.law.startswith("t1") else m["t2"])
-        report = fit_law(spec.law, xs, ys)
+        keep = monotone_part(xs, ys)
+        part = f"monotone part {min(keep):g} <= x <= {max(keep):g}" if len(keep) < len(set(xs)) else ""
+        kept = [i for i, x in enumerate(xs) if x in keep]
+        report = fit_law(spec.law, [xs[i] for i in kept], [ys[i] for i in kept])
         if spec.max_x is not None:  # say which part of the panel was fitted
-            report = dataclasses.replace(report, x_label=f"{report.x_label} (x <= {spec.max_x:g})")
+            part = ", ".join(filter(None, [f"x <= {spec.max_x:g}", part]))
+        if part:
+            report = dataclasses.replace(report, x_label=f"{report.x_label} ({part})")
         reports.append(report)
     comparisons = []
     by_name = {r.law: r for r in reports}
@@ -59,6 +67,29 @@ def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tup
             row |= {"c1": t1.fit.slope, "c2": t2.fit.slope, "verdict": "consistent" if ok else "inconsistent"}
         comparisons.append(row)
     return reports, comparisons
+
+
+def monotone_part(xs: Sequence[float], ys: Sequence[float | None]) -> set[float]:
+    """The x values a power law may be fitted over: all of them when the seeds' mean time is monotone in x,
+    else the longest run of consecutive x values over which it is (a U-shaped curve has no one slope)."""
+    means: dict[float, list[float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        if y is not None:
+            means.setdefault(x, []).append(float(y))
+    order = sorted(means)
+    if len(order) < 3:
+        return set(xs)
+    mean = [sum(means[x]) / len(means[x]) for x in order]
+    signs = [(b > a) - (b < a) for a, b in zip(mean, mean[1:], strict=False)]
+    best, start = (0, 0), 0
+    for i in range(1, len(signs) + 1):
+        if i == len(signs) or (signs[i] != signs[start] and signs[i] != 0 and signs[start] != 0):
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = i
+    if best == (0, len(signs)):
+        return set(xs)
+    return set(order[best[0] : best[1] + 1])
 
 
 def fits_markdown(reports: Sequence, comparisons: Sequence[dict]) -> str:
@@ -99,11 +130,37 @@ def setting_text(runs: Sequence[Run], x_key: str | None) -> str:
             continue
         text = nice(value) if isinstance(value, float) else str(value)
         parts.append(f"${sym}$={text}" if sym.startswith("\\") or len(sym) == 1 else f"{sym} {text}")
+    data = runs[0].config.get("data", {})
+    shared = ("data.teacher", "data.input_dist", TEACHER_NORM[0])
+    if data.get("teacher") in ("relu", "fourier") and all(
+        _select(r.config, k) == _select(runs[0].config, k) for r in runs for k in shared
+    ):
+        norm = _select(runs[0].config, TEACHER_NORM[0])
+        parts.append(INPUT_LAWS.get(str(data.get("input_dist")), str(data.get("input_dist"))))
+        if norm is not None:
+            parts.append(f"${TEACHER_NORM[1]}$={nice(float(norm))}")
     return ", ".join(parts)
 
 
-def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Path, note: str) -> dict:
-    """Draw every panel; returns {"paths": {png, pdf}, "panels": {key: plotted arrays}}."""
+STEP_UNITS = {"gd": "GD steps", "sgd": "SGD steps", "adamw": "AdamW steps"}  # by optim.name
+
+
+def step_unit(runs: Sequence[Run]) -> str:
+    """What one step of the panel's runs is: "GD steps", or the optimizer's steps where it is not GD."""
+    names = {str(_select(r.config, "optim.name") or "gd") for r in runs}
+    return STEP_UNITS.get(names.pop(), "optimizer steps") if len(names) == 1 else "optimizer steps"
+
+
+def plain(text: str) -> str:
+    """A mathtext title as plain terminal text: $\\lambda$ -> lambda, $t_2$ -> t2, $\\nu^2$ -> nu^2."""
+    for sym in ("lambda", "nu", "eta", "epsilon", "sigma", "theta", "phi", "tau", "delta"):
+        text = text.replace("\\" + sym, sym)
+    return re.sub(r"_\{?(\w+)\}?", r"\1", text).replace("$", "").replace("\\", "").replace("{", "").replace("}", "")
+
+
+def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Path, provenance: str) -> dict:
+    """Draw every panel; returns {"paths": {png, pdf}, "panels": {key: plotted arrays}}. ``provenance`` goes
+    into the files' metadata (``plots.save``), not into the image."""
     from lightning_grok import plots
 
     fig, axes = plots.layout(len(figure.panels))
@@ -120,6 +177,7 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
         title = panel.title + (" (times by accuracy)" if panel.times == "accuracy" else "")
         setting = setting_text(shared, panel.x_key if panel.select is None else None)
         title = f"{title}\n{setting}" if setting else title
+        unit = step_unit(runs)
         if panel.draw == "times":
             plotted[panel.key] = plots.times_panel(
                 ax,
@@ -129,6 +187,7 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
                 y_log=panel.y_log,
                 title=title,
                 legend=ax is axes[0],
+                step_unit=unit,
             )
         elif panel.draw == "curves":
             groups = []
@@ -137,7 +196,9 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
                 curve = combine_curves(same)
                 if curve is not None:
                     groups.append({"x": x, "curve": curve, "t1": _mean_time(same, "t1"), "t2": _mean_time(same, "t2")})
-            plotted[panel.key] = plots.curves_panel(ax, groups, x_symbol=panel.x_symbol, eps=eps, c=c, title=title)
+            plotted[panel.key] = plots.curves_panel(
+                ax, groups, x_symbol=panel.x_symbol, eps=eps, c=c, title=title, step_unit=unit
+            )
             plotted[panel.key]["curves"] = {str(g["x"]): g["curve"] for g in groups}
         else:
             chosen = [r for r in runs if panel.select is None or r.x == panel.select] or runs
@@ -147,27 +208,44 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
                 plotted[panel.key] = {}
                 continue
             if panel.draw == "accuracy":
-                plotted[panel.key] = plots.accuracy_panel(ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title)
+                plotted[panel.key] = plots.accuracy_panel(
+                    ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title, step_unit=unit
+                )
             else:
                 exact = exact_overlay(curve)
                 plotted[panel.key] = plots.ensemble_panel(
-                    ax, curve, exact=exact, t1=t1, t2=t2, eps=eps, c=c, title=title
+                    ax, curve, exact=exact, t1=t1, t2=t2, eps=eps, c=c, title=title, step_unit=unit
                 )
             plotted[panel.key] |= {"t1": t1, "t2": t2, "seeds": sum(len(r.members) for r in chosen)}
-    if note:
-        fig.text(0.005, 0.005, note, fontsize=6.5, color="0.4")
-    paths = plots.save(fig, out_dir / figure.name, figure.title)
+    paths = plots.save(fig, out_dir / figure.name, figure.title, provenance)
     return {"paths": paths, "panels": plotted}
 
 
+def results_artifacts(panel_runs: Mapping[str, Sequence[Run]]) -> list[str]:
+    """The results artifact (``results-<W&B run id>``, wandb_theory) of every plotted run that logged to W&B."""
+    names = []
+    for path in sorted({r.path for runs in panel_runs.values() for r in runs}):
+        try:
+            run_id = (path / "wandb_run_id.txt").read_text().strip()
+        except OSError:  # run with W&B disabled: nothing to link
+            continue
+        if run_id:
+            names.append(f"results-{run_id}")
+    return names
+
+
 def log_to_wandb(
-    name: str, title: str, png: Path, fits: Sequence, overrides: Sequence[str], out_dir: Path
+    figure: Figure, png: Path, fits: Sequence, opts: Mapping, out_dir: Path, panel_runs: Mapping[str, Sequence[Run]]
 ) -> str | None:
-    """The figure (and its fit table) as a W&B run of job type ``reproduce``; returns the W&B mode used, None
-    when disabled. W&B settings come from the ``wandb.*`` overrides (mode auto: online when logged in)."""
+    """The figure (and its fit table) as a W&B run of job type ``reproduce``, named ``reproduce-<fig>[-quick]``
+    and tagged with the figure and ``quick``/``full``; its config holds quick, seeds, the overrides, the panels
+    and the results artifacts of the plotted runs, which it ``use_artifact``s when online (W&B's lineage graph
+    then shows which runs the figure came from; offline W&B cannot record a use, so the config keeps the list).
+    Returns the W&B mode used, None when disabled. W&B settings come from the ``wandb.*`` overrides."""
     from lightning_grok.config import load_config
     from lightning_grok.wandb_logger import resolve_mode, wandb_save_dir
 
+    overrides = list(opts["overrides"])
     cfg = load_config(None, [o for o in overrides if o.removeprefix("--").startswith("wandb.")], verb=None)
     save_dir = wandb_save_dir(out_dir)
     mode = resolve_mode(cfg, save_dir)
@@ -175,25 +253,46 @@ def log_to_wandb(
         return None
     import wandb
 
+    if os.environ.get("WANDB_SILENT", "true").lower() in ("1", "true"):  # as fit: no banner, one line of ours
+        wandb.setup(settings=wandb.Settings(silent=True, mode=mode))
+    scale = "quick" if opts["quick"] else "full"
+    used = results_artifacts(panel_runs)
+    config = {
+        "figure": figure.name,
+        "quick": bool(opts["quick"]),
+        "seeds": opts["seeds"],
+        "overrides": overrides,
+        "panels": {p.key: Path(p.sweep).stem + ("-quick" if opts["quick"] else "") for p in figure.panels},
+        "results_artifacts": used,
+    }
     run = wandb.init(
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         job_type="reproduce",
-        name=f"reproduce-{name}",
+        name=f"reproduce-{figure.name}" + ("-quick" if opts["quick"] else ""),
+        group=f"reproduce-{figure.name}-{scale}",
+        tags=[figure.name, scale, *map(str, cfg.wandb.tags)],
+        notes=cfg.wandb.notes,
         dir=str(save_dir),
         mode=mode,
-        config={"figure": name, "overrides": list(overrides)},
+        config=config,
         reinit="finish_previous",
     )
     try:
-        run.log({f"figures/{name}": wandb.Image(str(png), caption=title)})
+        if mode == "online":
+            for name in used:
+                try:
+                    run.use_artifact(f"{name}:latest")
+                except Exception as exc:  # noqa: BLE001 - a run logged elsewhere: the figure still stands
+                    print(f"lightning-grok: W&B: could not link {name} ({exc})", file=sys.stderr)
+        run.log({f"figures/{figure.name}": wandb.Image(str(png), caption=plain(figure.title))})
         if fits:
             columns = ["law", "slope", "ci_low", "ci_high", "prediction", "verdict"]
             table = wandb.Table(columns=columns)
             for r in fits:
                 slope = (None, None, None) if r.fit is None else (r.fit.slope, r.fit.ci_low, r.fit.ci_high)
                 table.add_data(r.law, *slope, r.predicted, r.verdict)
-            run.log({f"fits/{name}": table})
+            run.log({f"fits/{figure.name}": table})
             for r in fits:
                 if r.fit is not None:
                     run.summary[f"fits/{r.law}/slope"] = r.fit.slope
@@ -221,13 +320,18 @@ def _finish_figure(
     verdicts = bound_verdicts(panel_runs)
     drawn_at = time.time()
     runs_total = len({run.path for runs in panel_runs.values() for run in runs})
-    note = f"lightning-grok reproduce {figure.name}{' --quick' if opts['quick'] else ''}: {runs_total} run(s)"
-    drawn = draw_figure(figure, panel_runs, out_dir, note)
+    seeds_total = sum(len(run.members) for run in {r.path: r for rs in panel_runs.values() for r in rs}.values())
+    command = " ".join(["lightning-grok reproduce", figure.name, *(["--quick"] if opts["quick"] else [])])
+    command += f" --seeds {opts['seeds']}" if opts["seeds"] else ""
+    provenance = f"{' '.join([command, *opts['overrides']])}: {runs_total} run(s), {seeds_total} seed(s)"
+    drawn = draw_figure(figure, panel_runs, out_dir, provenance)
     paths = drawn["paths"]
     table = fits_markdown(reports, comparisons)
-    md = out_dir / f"{figure.name}_fits.md"
-    text = f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n"
-    _written(md, lambda: atomic_write_text(md, text))
+    md: Path | None = None
+    if reports or comparisons:  # a figure without a scaling law gets no empty table
+        md = out_dir / f"{figure.name}_fits.md"
+        text = f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n"
+        _written(md, lambda: atomic_write_text(md, text))
     panels = {}
     for panel in figure.panels:
         runs = panel_runs[panel.key]
@@ -251,7 +355,8 @@ def _finish_figure(
         "overrides": list(opts["overrides"]),
         "from": None if from_dir is None else str(from_dir),
         "runs": runs_total,
-        "seeds_total": sum(len(run.members) for run in {r.path: r for rs in panel_runs.values() for r in rs}.values()),
+        "seeds_total": seeds_total,
+        "provenance": provenance,
         "wall_time_s": elapsed,
         "draw_time_s": time.time() - drawn_at,
         "panels": panels,
@@ -267,7 +372,7 @@ def _finish_figure(
     _written(json_path, lambda: atomic_write_json(json_path, data))
     mode = None
     try:
-        mode = log_to_wandb(figure.name, figure.title, paths["png"], reports, opts["overrides"], out_dir)
+        mode = log_to_wandb(figure, paths["png"], reports, opts, out_dir, panel_runs)
     except Exception as exc:  # noqa: BLE001 - the figure is on disk; W&B is a copy
         say(f"reproduce {figure.name}: warning: not logged to W&B: {exc}")
     say(_summary(figure, data, table, verdicts, mode))
@@ -284,9 +389,10 @@ def _finish_figure(
 
 def _summary(figure: Figure, data: dict, table: str, verdicts: dict, mode: str | None) -> str:
     lines = [
-        f"== {figure.name}: {figure.title}",
-        f"wrote {data['png']}, {Path(data['pdf']).name}, {figure.name}.json, {figure.name}_fits.md "
-        f"({data['runs']} runs, {data['seeds_total']} seeds; wall time {data['wall_time_s']:.1f} s)",
+        f"== {figure.name}: {plain(figure.title)}",
+        f"wrote {data['png']}, {Path(data['pdf']).name}, {figure.name}.json"
+        + (f", {figure.name}_fits.md " if data["fits"] or data["comparisons"] else " ")
+        + f"({data['runs']} runs, {data['seeds_total']} seeds; wall time {data['wall_time_s']:.1f} s)",
     ]
     if mode:
         lines.append(f"logged to W&B ({mode}), job type reproduce")

@@ -21,9 +21,11 @@ from lightning_grok.reproduce.sweeps import (
     finished_points,
     grid_size,
     panel_dirname,
+    panel_sweep,
     prepare_jobs,
     run_agents,
 )
+from lightning_grok.results import format_duration
 
 EXIT_INCOMPLETE = 4  # a figure lacks points (missing, failed or interrupted runs): not drawn without --partial
 
@@ -110,6 +112,64 @@ def _lacks_text(name: str, lacking: Mapping[str, dict], from_dir: Path | str | N
     return f"reproduce {name}: not drawn: {_describe(lacking)}; {todo}, or pass --partial to draw what there is"
 
 
+# GD steps per second of one run on one CPU core, by family (README, Speed: ridge 10.4k-31k, two-layer 2.0k-4.7k
+# at the Sec. 5.3 defaults; random features measured at 11.2k at m = 10^4): for an order-of-magnitude estimate
+ESTIMATED_STEPS_PER_S = {"ridge": 10_000, "random_features": 5_000, "two_layer": 2_000}
+OTHER_STEPS_PER_S = 500  # autograd families (modular arithmetic with AdamW, transformers)
+
+
+def dry_run(
+    names: str | Sequence[str], *, quick: bool, seeds: int | None, overrides: Sequence[str], agents: int = 1
+) -> str:
+    """What ``reproduce`` would run, nothing run or written: per panel the runs (points x seeds), the GD
+    steps they may take (``trainer.max_steps`` each, an upper bound: runs stop at t2 + the stop margin) and an
+    estimated wall time at ESTIMATED_STEPS_PER_S over ``agents`` agents. ConfigError for a bad figure or
+    override, as ``reproduce``."""
+    import itertools
+
+    from lightning_grok.config import ConfigError
+
+    names = [names] if isinstance(names, str) else list(names)
+    names = list(FIGURES) if names == ["all"] else names
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ConfigError(f"unknown figure {unknown[0]!r} (allowed: {', '.join(FIGURES)}, all)")
+    opts = {"quick": quick, "seeds": seeds, "overrides": tuple(overrides)}
+    check_overrides([FIGURES[n] for n in names], **opts)
+    lines, total_runs, total_steps, total_s, seen = [], 0, 0, 0.0, set()
+    for name in names:
+        for panel in FIGURES[name].panels:
+            if (panel.sweep, quick) in seen:  # panels may share a sweep (Fig. 6)
+                continue
+            seen.add((panel.sweep, quick))
+            raw = panel_sweep(panel, **opts)
+            command = raw["command"]
+            config = yaml.safe_load(Path(command[command.index("fit") + 1]).read_text()) or {}
+            params = raw["parameters"]
+            grid = [list(p["values"]) if "values" in p else [p.get("value")] for p in params.values()]
+            points = runs = steps = 0
+            seconds = 0.0
+            for values in itertools.product(*grid):
+                point = dict(zip(params, values, strict=True))
+                max_steps = point.get("trainer.max_steps") or config.get("trainer", {}).get("max_steps", 50_000)
+                family = point.get("model.family") or config.get("model", {}).get("family", "ridge")
+                k = int(point.get("seeds") or 1)
+                points += 1
+                runs += k
+                steps += int(max_steps) * k
+                seconds += int(max_steps) * k / ESTIMATED_STEPS_PER_S.get(family, OTHER_STEPS_PER_S)
+            lines.append(
+                f"  {name} {panel.key}: {runs} run(s), at most {steps:,} GD steps, ~{format_duration(seconds)}"
+            )
+            total_runs, total_steps, total_s = total_runs + runs, total_steps + steps, total_s + seconds
+    head = f"reproduce {' '.join(names)}{' --quick' if quick else ''} (dry run: nothing is run or written)"
+    tail = (
+        f"total: {total_runs} seed run(s), at most {total_steps:,} GD steps, ~{format_duration(total_s / agents)} "
+        f"with {agents} agent(s) (an estimate at one core's measured speed; runs stop at t2 + margin)"
+    )
+    return "\n".join([head, *lines, tail])
+
+
 def reproduce(
     names: str | Sequence[str],
     out_dir: Path | str = "figures",
@@ -160,6 +220,7 @@ def _reproduce(names, out_dir, opts, agents, from_dir, partial, env, say, warn, 
     status = 0
     figure_jobs: dict[str, dict[str, Job]] = {}
     if from_dir is None:
+        say(f"reproduce {' '.join(names)}: writing each panel's sweep file, checking every point against the schema")
         for name in names:
             figure_jobs[name] = prepare_jobs(FIGURES[name], out_dir, **opts)
         jobs = list({id(j): j for fj in figure_jobs.values() for j in fj.values()}.values())

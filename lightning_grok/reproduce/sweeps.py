@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from lightning_grok.atomic import atomic_write_text
-from lightning_grok.reproduce.figures import Figure, Panel
+from lightning_grok.reproduce.figures import QUICK_SUFFIX, Figure, Panel
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -92,6 +92,8 @@ def panel_sweep(panel: Panel, *, quick: bool, seeds: int | None, overrides: Sequ
     params: dict[str, Any] = dict(raw["parameters"])
     if quick:
         params.update({k: _param(v) for k, v in panel.quick.items()})
+        # its own W&B group: quick runs never mix with the paper-scale ones on a dashboard
+        raw["name"] = f"{raw.get('name') or Path(panel.sweep).stem}{QUICK_SUFFIX}"
     given = set()
     for item in overrides:
         key, text = item.split("=", 1)
@@ -116,7 +118,7 @@ def panel_sweep(panel: Panel, *, quick: bool, seeds: int | None, overrides: Sequ
 
 def panel_dirname(panel: Panel, *, quick: bool, seeds: int | None, overrides: Sequence[str]) -> str:
     """``<sweep stem>[-quick][-<hash of --seeds and the overrides>]``: one directory per distinct setting."""
-    name = Path(panel.sweep).stem + ("-quick" if quick else "")
+    name = Path(panel.sweep).stem + (QUICK_SUFFIX if quick else "")
     if seeds or overrides:
         digest = hashlib.sha1(json.dumps([seeds, sorted(overrides)]).encode()).hexdigest()[:8]
         name += f"-{digest}"

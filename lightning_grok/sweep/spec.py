@@ -149,11 +149,16 @@ class SweepSpec:
 
 
 def same_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two sweep configs define the same runs: equal but for ``metric`` under grid and random search,
-    where the metric only names what W&B shows (bayes chooses its points by it)."""
+    """Whether two sweep configs define the same runs: equal but for ``name`` (run names and the W&B group
+    only) and, under grid and random search, ``metric``, which only names what W&B shows (bayes chooses its
+    points by it)."""
 
     def defining(raw: Mapping[str, Any]) -> dict:
-        return {k: v for k, v in raw.items() if not (k == "metric" and raw.get("method") in ("grid", "random"))}
+        return {
+            k: v
+            for k, v in raw.items()
+            if k != "name" and not (k == "metric" and raw.get("method") in ("grid", "random"))
+        }
 
     return defining(a) == defining(b)
 
