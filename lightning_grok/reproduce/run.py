@@ -3,6 +3,7 @@ unless ``--from``, read the runs back, then write each figure's outputs, or say 
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -147,19 +148,20 @@ def dry_run(
             config = yaml.safe_load(Path(command[command.index("fit") + 1]).read_text()) or {}
             params = raw["parameters"]
             grid = [list(p["values"]) if "values" in p else [p.get("value")] for p in params.values()]
-            points = runs = steps = 0
+            runs = steps = 0
             seconds = 0.0
+            points = math.prod(len(values) for values in grid)
             for values in itertools.product(*grid):
                 point = dict(zip(params, values, strict=True))
                 max_steps = point.get("trainer.max_steps") or config.get("trainer", {}).get("max_steps", 50_000)
                 family = point.get("model.family") or config.get("model", {}).get("family", "ridge")
                 k = int(point.get("seeds") or 1)
-                points += 1
                 runs += k
                 steps += int(max_steps) * k
                 seconds += int(max_steps) * k / ESTIMATED_STEPS_PER_S.get(family, OTHER_STEPS_PER_S)
             lines.append(
-                f"  {name} {panel.key}: {runs} run(s), at most {steps:,} GD steps, ~{format_duration(seconds)}"
+                f"  {name} {panel.key}: {points} point(s), {runs} seed run(s), at most {steps:,} GD steps, "
+                f"~{format_duration(seconds)}"
             )
             total_runs, total_steps, total_s = total_runs + runs, total_steps + steps, total_s + seconds
     head = f"reproduce {' '.join(names)}{' --quick' if quick else ''} (dry run: nothing is run or written)"
