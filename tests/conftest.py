@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,25 @@ def fit(name: str, tmp_path: Path, *overrides: str):
 
     cfg = load(name, f"output_dir={tmp_path}", *overrides)
     return _fit(cfg, Path(name).stem)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small tmpfs mounted at tmp_path/mnt (root only); yields a function that mounts it with options."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = []
+
+    def mount(options: str) -> Path:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for m in mounted:
+        subprocess.run(["umount", "-l", str(m)], check=False)
 
 
 # the fit command of a sweep file, as in sweeps/*.yaml

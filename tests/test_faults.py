@@ -228,25 +228,6 @@ def test_output_dir_that_is_a_file_exits_2_before_building(tmp_path):
     assert res.returncode == 2 and "is a file" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A small tmpfs mounted at tmp_path/mnt (root only); yields a function that mounts it with options."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = []
-
-    def mount(options: str) -> Path:
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for m in mounted:
-        subprocess.run(["umount", "-l", str(m)], check=False)
-
-
 def test_read_only_output_dir_exits_2_before_building(tmpfs):
     mnt = tmpfs("ro,size=1m")
     res = run(mnt / "run")

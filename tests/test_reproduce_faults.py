@@ -209,25 +209,6 @@ def test_out_that_is_a_file_exits_2(tmp_path, env):
     assert "Traceback" not in res.stderr and target.read_text() == "not a folder"
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A small tmpfs mounted at tmp_path/mnt (root only); yields a function that mounts it with options."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = []
-
-    def mount(options: str) -> Path:
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
-        if res.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for m in mounted:
-        subprocess.run(["umount", "-l", str(m)], check=False)
-
-
 def test_full_disk_while_saving_the_figure_exits_1_naming_the_file(tmpfs, env, baseline):
     mnt = tmpfs("size=32k")  # the PNG takes about 70 kB
     res = run(command(mnt, "--from", str(baseline)), env)
