@@ -152,6 +152,17 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, stop_at):
     assert load_run(first).data == load_run(tmp_path / "whole").data
 
 
+def test_a_callback_reused_for_a_new_fit_starts_afresh(tmp_path):
+    cb = GrokkingPhases(output_dir=tmp_path, margin=0.25)
+    trainer(tmp_path, 1000, cb).fit(Scripted())
+    assert (cb.t_overfit, cb.t_generalize) == (T1, T2)
+    later = Scripted(val_fn=lambda step: 0.002 if step >= 195 else 2.0)  # t2 = 200 this time
+    trainer(tmp_path, 1000, cb).fit(later)  # a new Trainer: global_step starts at 0 again
+    run = load_run(tmp_path)
+    assert (cb.t_overfit, cb.t_generalize) == (run.t_overfit, run.t_generalize) == (T1, 200)
+    assert run.steps_run == 250 and run.data["resolution"]["validations"] == 25
+
+
 def test_margin_stops_after_t2(tmp_path):
     cb = fit(tmp_path, max_steps=1000, margin=0.25)
     run = load_run(tmp_path)

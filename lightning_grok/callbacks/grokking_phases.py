@@ -29,7 +29,8 @@ written atomically by rank zero to ``output_dir`` (default ``trainer.log_dir``) 
 ``grok/grokking_time`` and ``grok/steps_run`` (``log_metrics``), and a W&B run the whole summary
 (``results.flat_summary``). With ``margin`` = f, training stops f * t2 steps after t2 once t1 and t2 are both found
 (the framework's ``phases.stop_margin``). The state is saved in checkpoints, so a resumed fit ends with the
-result of an uninterrupted one.
+result of an uninterrupted one; a fit that starts at step 0 starts afresh. Under DDP, log both metrics with
+``sync_dist=True`` so that every rank reads the same values (the ranks decide the margin stop together).
 """
 
 from __future__ import annotations
@@ -156,13 +157,20 @@ class GrokkingPhases(Callback):
                 self.output_dir if self.output_dir is not None else Path(trainer.log_dir or trainer.default_root_dir)
             )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:  # a fresh fit (not resumed): forget what an earlier fit measured
+            self._reset()
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.train_step is not None and step <= self.train_step:
-            return  # gradient accumulation: no optimizer step since the last reading
-        value = self._read(trainer, self.train_metric)
-        if value is None:
-            return  # a missing name is reported at the first validation
+        # gradient accumulation: no optimizer step since the last reading
+        if self.train_step is None or step > self.train_step:
+            value = self._read(trainer, self.train_metric)
+            if value is not None:  # a missing name is reported at the first validation
+                self._record_train(step, value)
+        self._maybe_stop(trainer)
+
+    def _record_train(self, step: int, value: float) -> None:
         not_past = not self._past(value, self.train_threshold)
         self.overfit.update(step, np.array([not_past]))
         if not_past:
@@ -171,7 +179,6 @@ class GrokkingPhases(Callback):
             self.first_past_train = step
         self.train_step = step
         self.final[self.train_metric] = value
-        self._maybe_stop(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
@@ -183,8 +190,12 @@ class GrokkingPhases(Callback):
                 self._missing_metric(trainer, step, "val_metric")
             if self.train_step is None and step > 0:
                 self._missing_metric(trainer, step, "train_metric")
-        if value is None or (self.val_step is not None and step <= self.val_step):
-            return  # not logged this time, or validation again at a step already measured (a resumed fit)
+        # skip a value not logged this time, or a validation again at a step already measured (a resumed fit)
+        if value is not None and (self.val_step is None or step > self.val_step):
+            self._record_val(step, value)
+        self._maybe_stop(trainer)
+
+    def _record_val(self, step: int, value: float) -> None:
         self.val_runs += 1
         past = self._past(value, self.val_threshold)
         if past and self.generalize.time is None:
@@ -192,7 +203,6 @@ class GrokkingPhases(Callback):
         self.generalize.update(step, np.array([past]))
         self.val_step = step
         self.final[self.val_metric] = value
-        self._maybe_stop(trainer)
 
     def _missing_metric(self, trainer: L.Trainer, step: int, arg: str) -> None:
         name, where = (
@@ -207,10 +217,14 @@ class GrokkingPhases(Callback):
         )
 
     def _maybe_stop(self, trainer: L.Trainer) -> None:
-        t1, t2 = self.overfit.time, self.generalize.time
-        if self.margin is None or t1 is None or t2 is None:
+        """Stop ``margin * t2`` steps after t2 once t1 and t2 are known. Every rank calls this at the same points
+        and they decide together (a collective under DDP, where unsynced metrics may differ between ranks): one
+        rank stopping alone would leave the others waiting."""
+        if self.margin is None:
             return
-        if trainer.global_step >= t2 + math.ceil(self.margin * t2) and not trainer.should_stop:
+        t1, t2 = self.overfit.time, self.generalize.time
+        done = t1 is not None and t2 is not None and trainer.global_step >= t2 + math.ceil(self.margin * t2)
+        if trainer.strategy.reduce_boolean_decision(done, all=False) and not trainer.should_stop:
             trainer.should_stop = True
             self.stopped_at = trainer.global_step
 
