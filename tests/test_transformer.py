@@ -106,3 +106,18 @@ def test_reduced_transformer_groks_by_accuracy(tmp_path):
     assert run.single.exact is None and not run.single.bounds
     assert run.steps_run < 6000  # stopped 2% of t2 after t2 (phases.stop_margin)
     print(f"transformer p=23: memorized {memorized}, t1={acc.t_overfit}, t2={acc.t_generalize} ({elapsed:.0f} s)")
+
+
+def test_other_families_keep_their_identity_without_the_transformer_keys(tmp_path):
+    """Run directories and checkpoints made before model.n_layers, d_model and n_heads existed still resume."""
+    from lightning_grok.config import to_container
+    from lightning_grok.rundir import check_identity, fingerprint, store_config
+
+    config = to_container(load("modular/two_layer_add.yaml"))
+    before = {k: v for k, v in config["model"].items() if k not in ("n_layers", "d_model", "n_heads")}
+    old = config | {"model": before}
+    assert fingerprint(old) == fingerprint(config)
+    store_config(tmp_path, old)
+    check_identity(tmp_path, config)  # no ConfigError
+    transformer = to_container(load("modular/transformer_add.yaml"))
+    assert fingerprint(transformer) != fingerprint(transformer | {"model": transformer["model"] | {"d_model": 64}})
