@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 
+import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import fit, load
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_grok.config import ConfigError
 from lightning_grok.data.modular import pair_tokens
@@ -86,26 +89,87 @@ def test_transformer_needs_modular_data():
 SMALL = ("data.modulus=23", "data.train_fraction=0.6", "model.d_model=64", "trainer.max_steps=6000")
 
 
-def test_reduced_transformer_groks_by_accuracy(tmp_path):
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+    """(run directory, seconds) of the reduced config, trained once for the tests below."""
     torch.set_num_threads(1)  # one core, as CI would give it
+    out = tmp_path_factory.mktemp("transformer")
     start = time.perf_counter()
-    status, _ = fit("modular/transformer_add.yaml", tmp_path, *SMALL, "wandb.mode=disabled")
-    elapsed = time.perf_counter() - start
+    status, _ = fit("modular/transformer_add.yaml", out, *SMALL, "wandb.mode=disabled")
     assert status == 0
-    run = load_run(tmp_path)
+    return out, time.perf_counter() - start
+
+
+def test_reduced_transformer_groks_by_accuracy(reduced):
+    out, elapsed = reduced
+    run = load_run(out)
     acc = run.single.accuracy
     assert acc.t_overfit is not None and acc.t_generalize is not None, run.data["accuracy"]
     assert acc.t_generalize > acc.t_overfit, run.data["accuracy"]
     # t1 is the last step with train accuracy < 0.99: full-batch AdamW's loss spikes dip below it now and then while
     # the test accuracy climbs. The table is memorized long before: train accuracy first reaches 0.99 within a few
     # dozen steps, a small fraction of t2 (the logged curve is dense early on: every step up to ~40)
-    curves = load_curves(tmp_path)
+    curves = load_curves(out)
     memorized = curves.index[curves["train/acc"] >= 0.99][0]
     assert memorized < acc.t_generalize / 10, (memorized, run.data["accuracy"])
     assert run.single.theory_note and "not linear" in run.single.theory_note
     assert run.single.exact is None and not run.single.bounds
     assert run.steps_run < 6000  # stopped 2% of t2 after t2 (phases.stop_margin)
     print(f"transformer p=23: memorized {memorized}, t1={acc.t_overfit}, t2={acc.t_generalize} ({elapsed:.0f} s)")
+
+
+class _UserModule(L.LightningModule):
+    """A plain LightningModule around the same network, as a user would write it: full-batch AdamW, the batch's
+    accuracy logged in training_step, the held-out accuracy in validation_step."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self.net(x)
+        self.log("train/acc", (out.argmax(-1) == y).float().mean())
+        # the mean cross-entropy, summed then divided as the framework's autograd loop does: the same rounding, so
+        # the two trajectories are the same to the bit
+        return F.cross_entropy(out, y, reduction="sum") / len(y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/acc", (self.net(x).argmax(-1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
+
+
+def test_grokking_phases_on_a_plain_module_agrees_with_the_framework(reduced, tmp_path):
+    """GrokkingPhases on a user's module (validated every step) finds the framework's t2 exactly, and its t1 one
+    step later: the train accuracy logged in training_step is that of the parameters before the step's update."""
+    from lightning_grok import GrokkingPhases
+    from lightning_grok.members import build_member
+
+    torch.set_num_threads(1)
+    framework = load_run(reduced[0]).single.accuracy
+    member = build_member(load("modular/transformer_add.yaml", *SMALL))  # the same seeded network and split
+    t = member.tensors
+    train = DataLoader(TensorDataset(pair_tokens(t.x_train, 23), t.train_labels), batch_size=t.n_train)
+    val = DataLoader(TensorDataset(pair_tokens(t.x_test, 23), t.test_labels), batch_size=len(t.test_labels))
+    phases = GrokkingPhases("train/acc", "val/acc", 0.99, 0.99, mode="max", margin=0.02, output_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=6000,
+        val_check_interval=1,
+        check_val_every_n_epoch=None,
+        callbacks=[phases],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    trainer.fit(_UserModule(member.model), train, val)
+    run = load_run(tmp_path)
+    assert (run.t_overfit, run.t_generalize) == (framework.t_overfit + 1, framework.t_generalize), framework
 
 
 def test_other_families_keep_their_identity_without_the_transformer_keys(tmp_path):
