@@ -3,7 +3,7 @@
   lightning-grok fit CONFIG [key=value ...]              train one run (`fit --help` lists every config key)
   lightning-grok theory CONFIG [key=value ...] [--json]  predictions only: exact t1, t2 and every bound
   lightning-grok fit|theory CONFIG [key=value ...] --print-config   the resolved config, then exit
-  lightning-grok reproduce FIGURE [--quick] [key=value]  a paper figure (fig1..fig7, modular, all): runs, then draws
+  lightning-grok reproduce FIGURE [--quick] [key=value]  a figure (fig1..fig7, modular, modular_transformer, all)
   lightning-grok sweep SWEEP.yaml [--count N]            run a W&B sweep file offline (any number of agents)
   lightning-grok sweep-table DIR                         a sweep's table: parameters, t1, t2, bound verdicts
 

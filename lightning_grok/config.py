@@ -27,7 +27,7 @@ TEACHERS = ("zero", "linear", "relu", "fourier", "student")
 POPULATIONS = ("exact", "sampled")
 TARGETS = ("onehot", "index")
 OPERATIONS = ("add", "sub", "mul", "div", "x2_plus_y2", "x2_plus_xy_plus_y2")
-FAMILIES = ("ridge", "random_features", "two_layer")
+FAMILIES = ("ridge", "random_features", "two_layer", "transformer")
 FEATURE_MAPS = ("relu", "fourier")
 RIDGE_FEATURES = ("identity", "gaussian_projection")
 INPUT_DISTS = ("gaussian", "gaussian_scaled", "sphere")
@@ -36,6 +36,7 @@ CLOSED_FORM_TEACHERS = {
     "relu": ("zero", "linear", "relu", "student"),
     "fourier": ("zero", "linear", "fourier", "student"),
 }
+CROSS_ENTROPY_FAMILIES = ("two_layer", "transformer")  # the networks that train on class indices
 OPTIMIZERS = ("gd", "sgd", "adamw")
 PRECISIONS = ("64-true", "64", "32-true", "32", "bf16-mixed", "16-mixed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -70,13 +71,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = "ridge"  # ridge | random_features | two_layer
-    width: int = 1000  # m: parameters (ridge) or hidden units (networks)
+    family: str = "ridge"  # ridge | random_features | two_layer | transformer (modular arithmetic, cross-entropy)
+    width: int = 1000  # m: parameters (ridge) or hidden units (networks); unused by the transformer
     init_scale: float = 1.0  # nu^2: theta0 variance (ridge); hidden-weight scale (networks)
     features: str = "relu"  # random_features only: relu | fourier
     fourier_variance: float = 1.0  # sigma^2 of the Fourier frequencies W ~ N(0, sigma^2 I)
     # ridge only: identity phi(x) = x ~ N(0, I/m), d = m | gaussian_projection phi(z) = W z / sqrt(d), any d
     ridge_features: str = "identity"
+    # transformer only (decoder-only, on the tokens "a op b ="; models/transformer.py)
+    n_layers: int = 1  # transformer blocks (causal self-attention + MLP of 4 d_model units)
+    d_model: int = 128  # transformer: width of the residual stream and the embeddings
+    n_heads: int = 4  # transformer: attention heads (d_model must be a multiple)
 
 
 @dataclass
@@ -377,6 +382,9 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("model.features", lambda v: v in FEATURE_MAPS, f"one of {FEATURE_MAPS}"),
         ("model.fourier_variance", *pos),
         ("model.ridge_features", lambda v: v in RIDGE_FEATURES, f"one of {RIDGE_FEATURES}"),
+        ("model.n_layers", *atleast1),
+        ("model.d_model", *atleast1),
+        ("model.n_heads", *atleast1),
         ("optim.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
         ("optim.lr", *pos),
         ("optim.weight_decay", *nonneg),
@@ -473,11 +481,12 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
         raise ConfigError(
             "invalid value for 'data.teacher': 'student' (allowed with model.family=two_layer: zero, linear, relu)"
         )
-    if cfg.data.kind == "modular" and cfg.data.target == "index" and cfg.model.family != "two_layer":
+    if cfg.data.kind == "modular" and cfg.data.target == "index" and cfg.model.family not in CROSS_ENTROPY_FAMILIES:
         raise ConfigError(
             f"invalid value for 'data.target': 'index' with model.family={cfg.model.family!r}"
-            " (allowed: onehot; cross-entropy needs model.family=two_layer)"
+            f" (allowed: onehot; cross-entropy needs model.family in {CROSS_ENTROPY_FAMILIES})"
         )
+    _validate_transformer(cfg)
     cross_entropy = cfg.data.kind == "modular" and cfg.data.target == "index"
     if cfg.seeds > 1 and (
         cfg.optim.name != "gd" or cfg.optim.batch_size or cross_entropy or "mixed" in cfg.trainer.precision
@@ -526,6 +535,29 @@ def _validate_population(cfg: DictConfig) -> None:
             "invalid value for 'data.population': 'exact' with model.family='two_layer' (allowed: 'sampled'; the "
             "two-layer network's exact loss is theory.population.two_layer_population_loss, not yet measured "
             "during training)"
+        )
+
+
+def _validate_transformer(cfg: DictConfig) -> None:
+    """The transformer reads "a op b =" token sequences and predicts the class of a op b: modular data with index
+    targets (cross-entropy), and a residual stream that splits evenly into heads."""
+    data, model = cfg.data, cfg.model
+    if model.family != "transformer":
+        return
+    if data.kind != "modular":
+        raise ConfigError(
+            f"invalid value for 'model.family': 'transformer' with data.kind={data.kind!r} (allowed: data.kind=modular;"
+            " the transformer reads the tokens 'a op b =')"
+        )
+    if data.target != "index":
+        raise ConfigError(
+            f"invalid value for 'data.target': {data.target!r} with model.family='transformer' (allowed: index; the "
+            "transformer is trained by cross-entropy on the class of a op b mod p)"
+        )
+    if model.d_model % model.n_heads:
+        raise ConfigError(
+            f"invalid value for 'model.n_heads': {model.n_heads} "
+            f"(allowed: a divisor of model.d_model = {model.d_model})"
         )
 
 

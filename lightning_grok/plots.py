@@ -239,11 +239,12 @@ def ensemble_panel(
 
 
 def _mark_times(ax: plt.Axes, t1: float | None, t2: float | None) -> None:
-    for t, name, color in ((t1, "t_1", T1_COLOR), (t2, "t_2", T2_COLOR)):
+    # the labels at two heights: t1 and t2 close together on a log axis would print over each other
+    for t, name, color, y in ((t1, "t_1", T1_COLOR, 0.02), (t2, "t_2", T2_COLOR, 0.08)):
         if t is not None and t > 0:
             ax.axvline(t, color=color, ls=":", lw=1.2)
             where = ax.get_xaxis_transform()  # x in data, y in axes coordinates
-            ax.text(t, 0.02, f"${name}$={t:,.0f} ", color=color, fontsize=7, ha="right", va="bottom", transform=where)
+            ax.text(t, y, f"${name}$={t:,.0f} ", color=color, fontsize=7, ha="right", va="bottom", transform=where)
 
 
 def curves_panel(
@@ -296,27 +297,43 @@ def accuracy_panel(
     c: float,
     title: str,
     step_unit: str = "GD steps",
+    tau: float | None = None,
 ) -> dict:
-    """App. B, Fig. 5: the losses (left axis, log) and the surrogate accuracy
-    Acc(t) = Pr_x((N(x; theta_t) - N*(x))^2 <= eps) on the test set (right axis), against GD steps (log x)."""
+    """The losses (left axis, log) and, on the right axis, the accuracies against GD steps (log x): for
+    classification the train and test accuracy (their t1 and t2 are where they reach ``tau``, dotted), for
+    regression (App. B, Fig. 5) the surrogate accuracy Acc(t) = Pr_x((N(x; theta_t) - N*(x))^2 <= eps) on the
+    test set."""
     steps = np.asarray(curve["step"], dtype=np.float64)
     shown = steps > 0
     out: dict = {"step": steps}
+    # classification: the accuracies are the story, the losses (cross-entropy) stay behind them
+    faint = {"lw": 1.0, "alpha": 0.6} if curve.get("test/acc") is not None else {}
     for key, label, color in (("train/loss", "train $L_n$", TRAIN_COLOR), ("test/loss", "test $L$", TEST_COLOR)):
         y = np.asarray(curve[key], dtype=np.float64)
-        ax.plot(steps[shown], y[shown], color=color, label=label)
+        ax.plot(steps[shown], y[shown], color=color, label=label, **faint)
         out[key] = y
     _mark_times(ax, t1, t2)
     _loss_axes(ax, eps, c, title, step_unit)
-    acc = curve.get("test/surrogate_acc")
-    if acc is not None:
-        acc = np.asarray(acc, dtype=np.float64)
+    accuracies = (
+        ("train/acc", "train accuracy", TRAIN_COLOR),
+        ("test/acc", "test accuracy", TEST_COLOR),
+        ("test/surrogate_acc", "surrogate accuracy (test)", "tab:green"),
+    )
+    drawn = [(key, label, color) for key, label, color in accuracies if curve.get(key) is not None]
+    if drawn:
         twin = ax.twinx()
-        twin.plot(steps[shown], acc[shown], color="tab:green", lw=1.8, label=r"surrogate accuracy (test)")
+        for key, label, color in drawn:
+            acc = np.asarray(curve[key], dtype=np.float64)
+            twin.plot(steps[shown], acc[shown], color=color, lw=1.8, label=label)
+            out[key] = acc
+        if tau is not None and any(key != "test/surrogate_acc" for key, *_ in drawn):
+            twin.axhline(tau, color="gray", ls=":", lw=1)
         twin.set_ylim(-0.02, 1.02)
-        twin.set_ylabel(r"Acc$(t)$ = Pr$[(N - N^*)^2 \leq \epsilon]$", color="tab:green")
+        if [key for key, *_ in drawn] == ["test/surrogate_acc"]:
+            twin.set_ylabel(r"Acc$(t)$ = Pr$[(N - N^*)^2 \leq \epsilon]$", color="tab:green")
+        else:
+            twin.set_ylabel(f"accuracy ($t_1$, $t_2$ at {tau:g})" if tau is not None else "accuracy")
         twin.legend(fontsize=7, loc="center left")
-        out["test/surrogate_acc"] = acc
     ax.legend(fontsize=7, loc="lower left")
     return out
 

@@ -82,6 +82,13 @@ def auto_two_layer_steps_per_call(members: int, n: int, m: int, d: int, k: int) 
     return int(max(64, min(4096, TWO_LAYER_CALL_MACS // max(1, macs), ITERATE_BUFFER_FLOATS // per_step)))
 
 
+def transformer_parameters(p: int, n_layers: int, d_model: int) -> int:
+    """Parameters of ``models.transformer.ModularTransformer``: token (p + 2) and position (4) embeddings, per block
+    attention (4 d^2 + 4 d), MLP (8 d^2 + 5 d) and two LayerNorms (4 d), the final LayerNorm and the readout."""
+    d = d_model
+    return (p + 2 + 4) * d + n_layers * (12 * d * d + 13 * d) + 2 * d + d * p + p
+
+
 def itemsize(precision: str) -> int:
     """Bytes per number of the parameters and the GD-loop buffers: 8 for ``64*`` precisions, else 4."""
     return 8 if str(precision).startswith("64") else 4
@@ -170,13 +177,15 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
         params = 2 * m * k
     elif family == "random_features":
         params = m * d + m + 2 * m * k
+    elif family == "transformer":
+        params = transformer_parameters(k, int(cfg.model.n_layers), int(cfg.model.d_model))
     else:
         params = m * d + m * k
     out["parameters"] = b * F64 * params
     if not sh["linear_loop"] and not theory_only:
         # gradients of the trained tensors and the optimizer's state (momentum; AdamW's two moments); a fused
         # two-layer gd loop keeps a gradient, a kept copy and a scratch copy of both layers
-        trained = m * d + m * k if family == "two_layer" else m * k
+        trained = {"two_layer": m * d + m * k, "transformer": params}.get(family, m * k)
         states = {"gd": 3 if family == "two_layer" else 1, "sgd": 2, "adamw": 3}.get(cfg.optim.name, 3)
         out["parameters"] += b * states * s * trained
 
@@ -215,7 +224,14 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
         out["training_data"] += s * n * (d + k)
         out["test_data"] += s * nt * (d + k)
         rows = 4 * (n + (sh["batch"] or 0)) + 2 * nt
-        out["activations"] = b * s * rows * (k if family == "ridge" else m)
+        if family == "transformer":
+            # ``rows`` counts a training example 4 times: here its 4 tokens. Per token and block about 24 numbers per
+            # model dimension are kept for backward (q, k, v, attention output, LayerNorms, the 4 d_model MLP, and
+            # their gradients); 4 more for the embeddings and the final LayerNorm
+            per_row = int(cfg.model.d_model) * (24 * int(cfg.model.n_layers) + 4)
+        else:
+            per_row = k if family == "ridge" else m
+        out["activations"] = b * s * rows * per_row
         # three (K, B) records a call, a 0-d tensor per step and test metric, and (fused two-layer GD loop) the
         # network's outputs on the training set at every step of the call
         out["iterate_buffers"] = kk * b * (3 * s + 512 + (s * n * k if family == "two_layer" else 0))

@@ -65,9 +65,17 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+# keys that only the transformer reads: left out of every other run's identity and checkpoint fingerprint, so the
+# run directories and checkpoints made before these keys existed still resume
+TRANSFORMER_KEYS = ("model.n_layers", "model.d_model", "model.n_heads")
+
+
 def result_keys(config: dict) -> dict[str, object]:
-    """The flattened config less the keys a resumed run may change (``RESUMABLE_CHANGES``)."""
-    return {k: v for k, v in _flat(config).items() if not any(k.startswith(p) for p in RESUMABLE_CHANGES)}
+    """The flattened config less the keys a resumed run may change (``RESUMABLE_CHANGES``) and, unless the model is
+    the transformer, less the transformer's keys (``TRANSFORMER_KEYS``), which cannot change what it computes."""
+    flat = _flat(config)
+    inert = TRANSFORMER_KEYS if flat.get("model.family") != "transformer" else ()
+    return {k: v for k, v in flat.items() if not any(k.startswith(p) for p in RESUMABLE_CHANGES) and k not in inert}
 
 
 def fingerprint(config: dict) -> str:

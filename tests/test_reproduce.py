@@ -116,6 +116,13 @@ def test_quick_accuracy_and_curves_figures(quick):
     assert fig6["noise_0.1"]["seeds"] == 2  # the std = 0.1 point only
     modular = results["modular"]["data"]["panels"]["weight_decay"]
     assert modular["times"] == "accuracy" and modular["points"][0]["t1"]["mean"] is not None
+    # the transformer: train and test accuracy on a log axis at lambda = 1, and t1, t2 by accuracy against lambda
+    curves = results["modular_transformer"]["plotted"]["accuracy"]
+    assert np.nanmax(curves["train/acc"]) >= 0.99 and np.nanmax(curves["test/acc"]) > 0.9
+    assert curves["t2"] > curves["t1"] and curves["seeds"] == 1
+    decay = results["modular_transformer"]["data"]["panels"]["weight_decay"]
+    assert decay["times"] == "accuracy" and [p["x"] for p in decay["points"]] == [1.0, 1.5, 2.0]
+    assert all(p["t2"]["mean"] > p["t1"]["mean"] for p in decay["points"])
 
 
 def test_from_dir_redraws_without_training(quick, tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """Modular arithmetic (the classic grokking task; not in the paper): the table a op b mod p.
 
 Inputs are two concatenated one-hot vectors (length 2p); targets are one-hot vectors (squared loss,
-k = p outputs) or class indices (cross-entropy). A seeded split puts ``train_fraction`` of the table
-in the training set; the test set is the rest of the table, the whole remaining population, so every
-population quantity (loss, accuracy, Sigma over held-out inputs) is exact.
+k = p outputs) or class indices (cross-entropy). The transformer reads the same pairs as the token
+sequence "a op b =" (``pair_tokens``: residues 0..p-1, the operation p, "=" p + 1). A seeded split puts
+``train_fraction`` of the table in the training set; the test set is the rest of the table, the whole
+remaining population, so every population quantity (loss, accuracy, Sigma over held-out inputs) is exact.
 """
 
 from __future__ import annotations
@@ -16,6 +17,19 @@ from lightning_grok.data.base import RunData
 from lightning_grok.seeding import generator
 
 FIELD_OPERATIONS = ("div",)  # need b^{-1}, i.e. Z_p a field
+SEQUENCE_LENGTH = 4  # "a op b =": the transformer's tokens per example
+
+
+def vocabulary_size(p: int) -> int:
+    """Tokens of the sequence form: the residues 0..p-1, the operation (p) and "=" (p + 1)."""
+    return p + 2
+
+
+def pair_tokens(x: torch.Tensor, p: int) -> torch.Tensor:
+    """The token sequences "a op b =" (N, 4), int64, of one-hot pairs ``x`` (N, 2p): [a, p, b, p + 1]."""
+    a, b = x[:, :p].argmax(dim=1), x[:, p:].argmax(dim=1)
+    op, eq = torch.full_like(a, p), torch.full_like(a, p + 1)
+    return torch.stack([a, op, b, eq], dim=1)
 
 
 def operation_table(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,9 +8,10 @@ from torch import nn
 
 from lightning_grok.models.linear import LinearModel
 from lightning_grok.models.random_features import RandomFeatureModel
+from lightning_grok.models.transformer import ModularTransformer
 from lightning_grok.models.two_layer import TwoLayerModel
 
-__all__ = ["LinearModel", "RandomFeatureModel", "TwoLayerModel", "build_model"]
+__all__ = ["LinearModel", "ModularTransformer", "RandomFeatureModel", "TwoLayerModel", "build_model"]
 
 
 def build_model(cfg: DictConfig, input_dim: int, out_dim: int, generator: torch.Generator) -> nn.Module:
@@ -21,4 +22,6 @@ def build_model(cfg: DictConfig, input_dim: int, out_dim: int, generator: torch.
         return RandomFeatureModel(input_dim, m.width, m.init_scale, out_dim, m.features, m.fourier_variance, generator)
     if m.family == "two_layer":
         return TwoLayerModel(input_dim, m.width, m.init_scale, out_dim, generator)
+    if m.family == "transformer":  # modular arithmetic only (config._validate_transformer): p classes
+        return ModularTransformer(cfg.data.modulus, m.n_layers, m.d_model, m.n_heads, generator)
     raise ValueError(f"unknown model.family {m.family!r}")

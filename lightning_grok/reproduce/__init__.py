@@ -3,10 +3,10 @@
   lightning-grok reproduce FIGURE [FIGURE ...|all] [--quick] [--seeds K] [--agents N] [--out DIR]
                            [--from DIR] [--partial] [key=value ...]
 
-FIGURE is fig1 ... fig7 or modular (``FIGURES``). Each figure is a list of panels; each panel is a W&B sweep
-file under ``sweeps/`` (the paper's setting at full scale). ``reproduce`` writes, per panel, a sweep file
-with ``--quick`` (laptop size), ``--seeds`` and the ``key=value`` overrides applied, and runs it with the
-offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quick][-<hash>]/``:
+FIGURE is fig1 ... fig7, modular or modular_transformer (``FIGURES``). Each figure is a list of panels; each
+panel is a W&B sweep file under ``sweeps/`` (the paper's setting at full scale). ``reproduce`` writes, per panel,
+a sweep file with ``--quick`` (laptop size), ``--seeds`` and the ``key=value`` overrides applied, and runs it with
+the offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quick][-<hash>]/``:
 
 * seeds per point: ``seeds=K`` (one run, K seeds as batched tensors) where the family supports vectorized
   seeds, else a ``seed`` list of K separate runs;
@@ -55,6 +55,7 @@ from lightning_grok.reproduce.figures import (
     NOISE_KEYS,
     NU2,
     SETTING_KEYS,
+    TRANSFORMER_KEYS,
     Figure,
     FitSpec,
     Panel,
@@ -89,6 +90,7 @@ __all__ = [
     "REPO",
     "SETTING_KEYS",
     "SWEEPS",
+    "TRANSFORMER_KEYS",
     "Figure",
     "FitSpec",
     "Job",

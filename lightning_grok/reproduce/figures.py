@@ -94,6 +94,14 @@ _MODULAR_QUICK = {  # groks (by accuracy) in about 300 steps
     "trainer.steps_per_call": 32,
 }
 
+_TRANSFORMER_QUICK = {  # groks (by accuracy) in 1,000-2,500 steps, 20-40 s a run on one core
+    "data.modulus": 23,
+    "data.train_fraction": 0.6,
+    "model.d_model": 64,
+    "trainer.max_steps": 5000,
+    "optim.weight_decay": [1.0, 1.5, 2.0],
+}
+
 
 def _four_panels(fig: str, quick: dict, grids: dict[str, list], draw: str, quick_seeds: int) -> tuple[Panel, ...]:
     """The weight decay, n, m, nu^2 panels of Figs. 2-4 (sweeps/<fig>_<panel>.yaml)."""
@@ -322,6 +330,36 @@ FIGURES: dict[str, Figure] = {
             claim="more weight decay shortens the delay between fitting and generalizing (Nanda et al.; "
             "the paper's t2 ~ 1/lambda is for ridge regression)",
         ),
+        Figure(
+            "modular_transformer",
+            r"Modular addition $a+b$ mod $p$, one-layer transformer, AdamW: times by accuracy (not in the paper)",
+            (
+                Panel(
+                    "accuracy",
+                    "modular_transformer_weight_decay.yaml",
+                    r"train and test accuracy, $\lambda$ = 1",
+                    draw="accuracy",
+                    x_key="optim.weight_decay",
+                    quick=_TRANSFORMER_QUICK,
+                    quick_seeds=1,
+                    select=1.0,
+                    times="accuracy",
+                ),
+                Panel(
+                    "weight_decay",
+                    "modular_transformer_weight_decay.yaml",
+                    r"decoupled weight decay $\lambda$",
+                    x_key="optim.weight_decay",
+                    x_symbol=LAMBDA,
+                    quick=_TRANSFORMER_QUICK,
+                    quick_seeds=1,
+                    times="accuracy",
+                ),
+            ),
+            fits=(FitSpec("t2_vs_weight_decay", "weight_decay"),),
+            claim="the transformer memorizes the training table within a few hundred steps and generalizes "
+            "thousands of steps later; more weight decay brings t2 forward (Power et al.; Nanda et al.)",
+        ),
     )
 }
 
@@ -334,6 +372,8 @@ SETTING_KEYS = (  # (config key, symbol) shown under a panel's title when every 
     ("optim.lr", r"\eta"),
 )
 MODULAR_KEYS = (("data.modulus", "p"), ("data.train_fraction", "train fraction"))
+# the transformer's size, shown instead of m and nu^2 (which it does not use)
+TRANSFORMER_KEYS = (("model.n_layers", "layers"), ("model.d_model", "d_model"), ("model.n_heads", "heads"))
 NOISE_KEYS = (("data.label_noise_std", "noise std"),)
 QUICK_SUFFIX = "-quick"  # of a --quick panel's directory, sweep name and W&B group
 # where a network teacher is learned (Figs 3, 7) the title says from what inputs and how large the teacher is

@@ -25,7 +25,15 @@ from lightning_grok.reproduce.collect import (
     exact_overlay,
     point_stats,
 )
-from lightning_grok.reproduce.figures import INPUT_LAWS, MODULAR_KEYS, NOISE_KEYS, SETTING_KEYS, TEACHER_NORM, Figure
+from lightning_grok.reproduce.figures import (
+    INPUT_LAWS,
+    MODULAR_KEYS,
+    NOISE_KEYS,
+    SETTING_KEYS,
+    TEACHER_NORM,
+    TRANSFORMER_KEYS,
+    Figure,
+)
 
 
 def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tuple[list, list[dict]]:
@@ -114,11 +122,14 @@ def _mean_time(runs: Sequence[Run], key: str) -> float | None:
 
 def setting_text(runs: Sequence[Run], x_key: str | None) -> str:
     """The settings every run of a panel shares (n, d, m, lambda, nu^2, eta; p and the training fraction for
-    modular arithmetic), as mathtext in the paper's symbols, the swept key left out."""
+    modular arithmetic; layers, d_model and heads for the transformer), as mathtext in the paper's symbols, the
+    swept key left out."""
     from lightning_grok.plots import nice
 
     modular = runs[0].config.get("data", {}).get("kind") == "modular"
     keys = (MODULAR_KEYS + SETTING_KEYS[2:] if modular else SETTING_KEYS) + NOISE_KEYS
+    if runs[0].config.get("model", {}).get("family") == "transformer":
+        keys = MODULAR_KEYS + TRANSFORMER_KEYS + tuple(k for k in SETTING_KEYS if k[0].startswith("optim."))
     parts = []
     for key, sym in keys:
         value = _select(runs[0].config, key)
@@ -165,6 +176,8 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
 
     fig, axes = plots.layout(len(figure.panels))
     plotted: dict[str, dict] = {}
+    # the legend of the times panels once, in the first of them
+    times_axes = [ax for ax, panel in zip(axes, figure.panels, strict=True) if panel.draw == "times"]
     for ax, panel in zip(axes, figure.panels, strict=True):
         runs = panel_runs.get(panel.key, [])
         if not runs:
@@ -186,7 +199,7 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
                 x_log=panel.x_log,
                 y_log=panel.y_log,
                 title=title,
-                legend=ax is axes[0],
+                legend=ax is times_axes[0],
                 step_unit=unit,
             )
         elif panel.draw == "curves":
@@ -208,8 +221,9 @@ def draw_figure(figure: Figure, panel_runs: Mapping[str, list[Run]], out_dir: Pa
                 plotted[panel.key] = {}
                 continue
             if panel.draw == "accuracy":
+                tau = chosen[0].config.get("phases", {}).get("acc_threshold") if panel.times == "accuracy" else None
                 plotted[panel.key] = plots.accuracy_panel(
-                    ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title, step_unit=unit
+                    ax, curve, t1=t1, t2=t2, eps=eps, c=c, title=title, step_unit=unit, tau=tau
                 )
             else:
                 exact = exact_overlay(curve)
