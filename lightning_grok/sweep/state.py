@@ -143,10 +143,10 @@ def result_of(run: RunResult) -> dict:
     return res
 
 
-def kept_result(record: dict) -> RunResult | None:
-    """The result a state record kept (``result_of``); None when it has none or it is not readable."""
+def kept_result(result: dict | None) -> RunResult | None:
+    """A state record's kept ``result`` (``result_of``) typed; None when it has none or it is not readable."""
     try:
-        return parse(record["result"]) if record.get("result") else None
+        return parse(result) if result else None
     except ResultError:
         return None
 
@@ -154,7 +154,7 @@ def kept_result(record: dict) -> RunResult | None:
 def summary_metrics(result: dict | None) -> dict:
     """The W&B summary keys the run itself logs (``results.flat_summary``), rebuilt from the kept result for
     the bayes engine."""
-    run = kept_result({"result": result})
+    run = kept_result(result)
     return flat_summary(run) if run is not None else {}
 
 

@@ -60,7 +60,7 @@ def rows(sweep_dir: str | os.PathLike, all_attempts: bool = False) -> tuple[list
                 pass
             except (OSError, ResultError) as exc:  # listed as damaged; the rest of the table stands
                 damaged = str(exc)
-        run = run or kept_result(rec)
+        run = run or kept_result(rec.get("result"))
         label = rec["state"]
         if rec["state"] == "failed" and rec.get("exit_code") is not None:
             label += f"({rec['exit_code']})"
