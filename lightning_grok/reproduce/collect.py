@@ -15,20 +15,19 @@ from typing import Any
 import yaml
 
 from lightning_grok.reproduce.figures import Figure, Panel
-from lightning_grok.results import EXACT_PREFIX, Member, ResultError, RunResult, load_run, read_curves
+from lightning_grok.results import EXACT_PREFIX, Member, ResultError, load_run, read_curves
 
 
 @dataclass
 class Run:
-    """One run directory: its result, resolved config, the x value of its panel and its members (one per seed:
-    the times the panel shows, exact times, bounds)."""
+    """One run directory: its resolved config, the x value of its panel and its members (one per seed: the
+    times the panel shows, exact times, bounds)."""
 
     path: Path
     config: dict
     x: Any
     members: list[dict]
     status: str
-    result: RunResult | None = None
 
     def curves(self) -> dict | None:
         """The run's curves.json (``results.read_curves``); None when it has none or it is damaged (said once)."""
@@ -85,9 +84,7 @@ def read_runs(folder: Path, panel: Panel) -> tuple[list[Run], list[Path]]:
             left_out.append(path.parent)
             continue
         members = [_member(m, seed, panel.times) for m, seed in zip(result.members, result.seeds, strict=True)]
-        runs.append(
-            Run(path.parent, result.config, _select(result.config, panel.x_key), members, result.status, result)
-        )
+        runs.append(Run(path.parent, result.config, _select(result.config, panel.x_key), members, result.status))
     return runs, left_out
 
 
