@@ -62,7 +62,10 @@ def _member(m: Member, seed: int, times: str) -> dict:
         "t2": use.t_generalize if use else None,
         "exact_t1": m.exact.t_overfit if m.exact else None,
         "exact_t2": m.exact.t_generalize if m.exact else None,
-        "bounds": {k: {"value": b.value, "verdict": b.verdict} for k, b in m.bounds.items()},
+        "bounds": {
+            k: {"value": b.value, "verdict": b.verdict, "side": b.side, "target": b.target, "source": b.source}
+            for k, b in m.bounds.items()
+        },
         "n_over_lambda_min": m.n_over_lambda_min,
         "steps_run": m.steps_run,
     }
