@@ -15,6 +15,7 @@ import yaml
 from lightning_grok.reproduce.collect import Run, find_panel_dir, read_runs
 from lightning_grok.reproduce.figures import FIGURES
 from lightning_grok.reproduce.report import _finish_figure
+from lightning_grok.reproduce.schedule import ESTIMATED_STEPS_PER_S, OTHER_STEPS_PER_S
 from lightning_grok.reproduce.sweeps import (
     Job,
     StopSignals,
@@ -111,12 +112,6 @@ def _describe(lacking: Mapping[str, dict]) -> str:
 def _lacks_text(name: str, lacking: Mapping[str, dict], from_dir: Path | str | None) -> str:
     todo = "run the same command again to finish them" if from_dir is None else "finish those runs"
     return f"reproduce {name}: not drawn: {_describe(lacking)}; {todo}, or pass --partial to draw what there is"
-
-
-# GD steps per second of one run on one CPU core, by family (README, Speed: ridge 10.4k-31k, two-layer 2.0k-4.7k
-# at the Sec. 5.3 defaults; random features measured at 11.2k at m = 10^4): for an order-of-magnitude estimate
-ESTIMATED_STEPS_PER_S = {"ridge": 10_000, "random_features": 5_000, "two_layer": 2_000}
-OTHER_STEPS_PER_S = 500  # autograd families (modular arithmetic with AdamW, transformers)
 
 
 def dry_run(

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class AgentOptions:
     grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
     max_failures: int = 3  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
+    priority: Callable[[dict], float] | None = None  # grid: run the unclaimed point with the largest value first
 
 
 def _child_setup(parent: int):
@@ -205,6 +207,7 @@ class Agent:
                 retry_failed=self.opt.retry_failed,
                 retry_before=started,
                 stale_after=self.opt.stale_after,
+                priority=self.opt.priority,
             )
             if record is None:
                 self.say(f"nothing left to run in {self.dir.root}")
