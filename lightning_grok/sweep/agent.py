@@ -25,6 +25,7 @@ import ctypes
 import functools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -123,6 +124,12 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children (an agent runs one point at a time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _signal_name(signum: int) -> str:
@@ -308,8 +315,10 @@ class Agent:
                 self.say(f"{name} failed: could not start {record['command'][0]}: {exc}")
                 return "failed", EXIT_NOT_STARTED
             self.dir.update(name, child_pid=proc.pid)
+            cpu_before = _children_cpu()
             with _Heartbeat(self.dir, name, self.opt.heartbeat_every):
                 exit_code = self._wait(proc)
+            self.dir.update(name, cpu_s=round(_children_cpu() - cpu_before, 3))  # the run's CPU time, once reaped
         run = self._result_since(run_dir, t0)
         result = result_of(run) if run is not None else None
         state, reason = classify(exit_code, self.stop_signal, run.status if run is not None else None)
