@@ -240,19 +240,20 @@ def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[st
     return counts
 
 
-def _run_seconds(folder: Path | None) -> float | None:
-    """Sum of the durations of the finished runs recorded in a sweep directory's state.json (seconds)."""
+def _run_seconds(folder: Path | None, key: str = "wall") -> float | None:
+    """Sum over the finished runs recorded in a sweep directory's state.json of their wall seconds (``key``
+    "wall": ended_at - started_at) or CPU seconds ("cpu": the agent's measure of its child; runs recorded before
+    it was kept count 0)."""
     if folder is None:
         return None
     try:
         state = json.loads((folder / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    return sum(
-        (r.get("ended_at") or 0) - (r.get("started_at") or 0)
-        for r in state.get("runs", {}).values()
-        if r.get("state") == "finished" and r.get("ended_at")
-    )
+    done = [r for r in state.get("runs", {}).values() if r.get("state") == "finished" and r.get("ended_at")]
+    if key == "cpu":
+        return sum(float(r.get("cpu_s") or 0.0) for r in done)
+    return sum((r.get("ended_at") or 0) - (r.get("started_at") or 0) for r in done)
 
 
 def _settings(folder: Path | None) -> dict | None:

@@ -484,6 +484,7 @@ def _finish_figure(
             "runs": len(runs),
             "settings": None if from_dir is not None else _settings(folders[panel.key]),
             "run_seconds": _run_seconds(folders[panel.key]),
+            "run_cpu_seconds": _run_seconds(folders[panel.key], "cpu"),
             "points": point_stats(runs),
             "plotted": drawn["panels"].get(panel.key, {}),
         }

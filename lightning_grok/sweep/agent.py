@@ -25,11 +25,13 @@ import ctypes
 import functools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class AgentOptions:
     grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
     max_failures: int = 3  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
+    priority: Callable[[dict], float] | None = None  # grid: run the unclaimed point with the largest value first
 
 
 def _child_setup(parent: int):
@@ -121,6 +124,12 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children (an agent runs one point at a time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _signal_name(signum: int) -> str:
@@ -205,6 +214,7 @@ class Agent:
                 retry_failed=self.opt.retry_failed,
                 retry_before=started,
                 stale_after=self.opt.stale_after,
+                priority=self.opt.priority,
             )
             if record is None:
                 self.say(f"nothing left to run in {self.dir.root}")
@@ -305,8 +315,10 @@ class Agent:
                 self.say(f"{name} failed: could not start {record['command'][0]}: {exc}")
                 return "failed", EXIT_NOT_STARTED
             self.dir.update(name, child_pid=proc.pid)
+            cpu_before = _children_cpu()
             with _Heartbeat(self.dir, name, self.opt.heartbeat_every):
                 exit_code = self._wait(proc)
+            self.dir.update(name, cpu_s=round(_children_cpu() - cpu_before, 3))  # the run's CPU time, once reaped
         run = self._result_since(run_dir, t0)
         result = result_of(run) if run is not None else None
         state, reason = classify(exit_code, self.stop_signal, run.status if run is not None else None)
