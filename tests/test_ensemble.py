@@ -85,7 +85,8 @@ def test_rowspace_loop_records_every_step_as_the_parameter_space_loop(population
     """The row-space GD loop steps in the eigenbasis of its step matrix (one elementwise multiply-add a step) and
     computes its records from mode coordinates, a few steps at a time; every per-step record and the final theta
     equal the parameter-space loop's (Eq. 2 as written) to rounding, over calls of several lengths, for a batch of
-    members one of which has a rank-deficient Phi and one-hot-like targets (training accuracy)."""
+    members one of which has a rank-deficient Phi and one-hot-like targets (training accuracy), and when theta is
+    changed between calls."""
     from lightning_grok.gd_loops import LinearGDLoop, PopulationSide, RowSpaceGDLoop
 
     b, n, m, k, lr, wd = 3, 40, 300, 3, 1.0, 1e-3
@@ -102,6 +103,9 @@ def test_rowspace_loop_records_every_step_as_the_parameter_space_loop(population
     thetas = [theta0.clone(), theta0.clone()]
     start = 0
     for steps in (64, 700, 5, 700, 331):
+        if steps == 5:  # theta changed between calls (as by a restored checkpoint): the loops must follow it
+            for th in thetas:
+                th.mul_(0.5)
         chunks = [loop.run(th, start, steps) for loop, th in zip(loops, thetas, strict=True)]
         ref, row = chunks
         torch.testing.assert_close(row.train_loss, ref.train_loss, rtol=1e-9, atol=1e-14)
