@@ -109,7 +109,7 @@ class PhasesConfig:
 class TrainerConfig:
     max_steps: int = 50_000  # GD steps
     steps_per_call: int = 0  # GD steps per Lightning training_step; 0 = automatic
-    kernel: str = "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n^2)/step, n < m) | auto (rowspace if n < m)
+    kernel: str = "auto"  # linear GD: parameter (O(nm)/step) | rowspace (O(n)/step, n < m) | auto (rowspace if n < m)
     accelerator: str = "auto"  # gpu is cuda; checked against this machine before the run directory is written
     devices: str = "auto"  # GPUs (or CPU processes) per node
     num_nodes: int = 1

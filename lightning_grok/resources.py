@@ -208,9 +208,11 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
         per_iterate = b * nt * k
         block = min(kk, max(1, TEST_BLOCK_ELEMENTS // per_iterate)) * per_iterate if nt else 0
         if sh["rowspace"]:
-            # thin QR of Phi^T: the basis V (B, m, n) and LAPACK's copy; R, M, R R^T (B, n, n); test set x V
-            out["rowspace_basis"] = s * (2 * b * m * n + 3 * b * n * n)
-            out["test_features"] += s * b * n * nt
+            # thin QR of Phi^T: the basis V (B, m, n) and LAPACK's copy; R, M, R R^T (B, n, n); test set x V. The
+            # eigenbasis of M: Q, W^T and diag(s) W^T (B, n, n), the test set in its coordinates; theta and its
+            # null-space part kept between calls (B, m, k)
+            out["rowspace_basis"] = s * (2 * b * m * n + 6 * b * n * n + 2 * b * m * k)
+            out["test_features"] += 2 * s * b * n * nt
             # coefficients (K + 1, B, k, n); the residuals with the reshaped copy and the product they come
             # from; norms and population losses square the block
             out["iterate_buffers"] = s * ((4 * kk + 1) * b * k * n + 3 * block)

@@ -65,3 +65,54 @@ def test_seeds_need_full_batch_gd_on_a_fused_kernel():
         load("ridge.yaml", "seeds=4", "optim.name=adamw")
     with pytest.raises(ConfigError, match="seeds"):
         load("ridge.yaml", "seeds=4", "trainer.precision=16-mixed")
+
+
+def _members(b: int, n: int, m: int, k: int, seed: int = 0, duplicate: bool = False):
+    """B random linear problems (Phi rows ~ N(0, I/m)); ``duplicate``: member 0 has two equal rows, so its Phi has
+    a zero singular value, with different labels on them (a residual GD cannot fit)."""
+    gen = torch.Generator().manual_seed(seed)
+    phi = torch.randn(b, n, m, generator=gen, dtype=torch.float64) / m**0.5
+    y = torch.randn(b, n, k, generator=gen, dtype=torch.float64)
+    if duplicate:
+        phi[0, 1] = phi[0, 0]
+    theta0 = torch.randn(b, m, k, generator=gen, dtype=torch.float64)
+    theta_star = torch.randn(b, m, k, generator=gen, dtype=torch.float64)
+    return phi, y, theta0, theta_star, gen
+
+
+@pytest.mark.parametrize("population", ["exact", "test set"])
+def test_rowspace_loop_records_every_step_as_the_parameter_space_loop(population):
+    """The row-space GD loop steps in the eigenbasis of its step matrix (one elementwise multiply-add a step) and
+    computes its records from mode coordinates, a few steps at a time; every per-step record and the final theta
+    equal the parameter-space loop's (Eq. 2 as written) to rounding, over calls of several lengths, for a batch of
+    members one of which has a rank-deficient Phi and one-hot-like targets (training accuracy), and when theta is
+    changed between calls."""
+    from lightning_grok.gd_loops import LinearGDLoop, PopulationSide, RowSpaceGDLoop
+
+    b, n, m, k, lr, wd = 3, 40, 300, 3, 1.0, 1e-3
+    phi, y, theta0, theta_star, gen = _members(b, n, m, k, duplicate=True)
+    if population == "exact":
+        ev = PopulationSide(theta_star=theta_star, sigma_scale=1.0 / m, c=0.01)
+    else:
+        x_test = torch.randn(b, 200, m, generator=gen, dtype=torch.float64) / m**0.5
+        ev = PopulationSide(x_test=x_test, y_test=x_test @ theta_star, c=0.01, surrogate_eps=0.01)
+        ev.test_labels = (x_test @ theta_star).argmax(dim=2)
+    ev.train_labels = y.argmax(dim=2)
+    per_call = 700  # records of 3 members of 40 x 3 coefficients: several record blocks per call
+    loops = [cls(phi, y, lr, wd, n, ev, per_call, eval_every=1) for cls in (LinearGDLoop, RowSpaceGDLoop)]
+    thetas = [theta0.clone(), theta0.clone()]
+    start = 0
+    for steps in (64, 700, 5, 700, 331):
+        if steps == 5:  # theta changed between calls (as by a restored checkpoint): the loops must follow it
+            for th in thetas:
+                th.mul_(0.5)
+        chunks = [loop.run(th, start, steps) for loop, th in zip(loops, thetas, strict=True)]
+        ref, row = chunks
+        torch.testing.assert_close(row.train_loss, ref.train_loss, rtol=1e-9, atol=1e-14)
+        torch.testing.assert_close(row.test_loss, ref.test_loss, rtol=1e-9, atol=1e-14)
+        assert set(row.extras) == set(ref.extras)
+        for key, val in ref.extras.items():
+            torch.testing.assert_close(row.extras[key], val, rtol=1e-9, atol=1e-14)
+        start += steps
+    torch.testing.assert_close(thetas[1], thetas[0], rtol=1e-10, atol=1e-12)
+    assert ref.train_loss[-1, 0] > 1e-3  # member 0 keeps the residual of its inconsistent duplicate rows

@@ -114,3 +114,26 @@ def test_the_step_grid_is_dense_then_geometric_and_its_length_bound_holds(end):
     tail = grid[grid >= DENSE_GRID_STEPS].astype(float)
     if len(tail) > 1:
         assert np.max(np.diff(np.log(tail))) <= GRID_LOG_SPACING + 1 / DENSE_GRID_STEPS
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"exact": False}, {"n": 150, "m": 60}, {"noise": 0.1, "lam": 1e-2}])
+def test_one_svd_serves_the_dynamics_and_the_bounds(kwargs):
+    """RunTheory computes the SVD of Phi once: the bounds' quantities from ``ExactDynamics.spectrum`` equal those
+    from their own SVD to rounding, and ``phase_times`` (the powers on the grid computed once) equals t1 and t2
+    computed apart."""
+    from dataclasses import asdict
+
+    from lightning_grok.theory.bounds import Quantities
+    from lightning_grok.theory.run_theory import RunTheory
+
+    problem, _ = _problem(**kwargs)
+    theory = RunTheory.from_problem(problem, 0.01, 0.01, 0.1)
+    alone = asdict(Quantities.from_problem(problem, 0.01, 0.01, 0.1))
+    for key, value in asdict(theory.quantities).items():
+        if isinstance(value, float) and not isinstance(value, bool):
+            assert value == pytest.approx(alone[key], rel=1e-12, abs=1e-300), key
+        else:
+            assert value == alone[key], key
+    exact = ExactDynamics(problem)
+    assert (theory.exact_t_overfit, theory.exact_t_generalize) == (exact.t_overfit(0.01), exact.t_generalize(0.01))
+    assert theory.exact_t_generalize is not None

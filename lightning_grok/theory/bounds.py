@@ -48,8 +48,11 @@ class Quantities:
     marchenko_pastur_lam_plus_min: float | None  # gamma^-1 (1 - sqrt(gamma))^2 for N(0, I/m) features
 
     @classmethod
-    def from_problem(cls, p: LinearProblem, eps: float, c: float, delta: float) -> Quantities:
-        sv = np.linalg.svd(p.phi, compute_uv=False)
+    def from_problem(
+        cls, p: LinearProblem, eps: float, c: float, delta: float, singular_values: np.ndarray | None = None
+    ) -> Quantities:
+        """``singular_values``: those of Phi (descending) when already computed (``ExactDynamics.spectrum``)."""
+        sv = np.linalg.svd(p.phi, compute_uv=False) if singular_values is None else singular_values
         eig = sv**2
         tol = max(p.n, p.m) * np.finfo(np.float64).eps * (eig[0] if len(eig) else 0)
         positive = eig[eig > tol]

@@ -80,6 +80,7 @@ class ExactDynamics:
         phi, y, eta, lam = p.phi, p.y, p.lr, p.weight_decay
         n, m = phi.shape
         u, s_vals, vt = np.linalg.svd(phi, full_matrices=False)
+        self.spectrum = s_vals  # every singular value of Phi, descending (the bounds' Quantities reuse them)
         tol = (
             rank_tol
             if rank_tol is not None
@@ -158,7 +159,10 @@ class ExactDynamics:
     def train_loss(self, t) -> np.ndarray:
         """L_n(theta_t) = (1/2n) ||Phi theta_t - Y||^2 (Eq. 1, no weight-decay term)."""
         t = np.atleast_1d(np.asarray(t))
-        pw = _powers(self._log_rho, self._neg_rho, t)  # (T, r)
+        return self._train_loss(_powers(self._log_rho, self._neg_rho, t))
+
+    def _train_loss(self, pw: np.ndarray) -> np.ndarray:
+        """``train_loss`` from the powers rho_j^t (T, r)."""
         e = self._beta[None, :, :] + self._alpha[None, :, :] * pw[:, :, None]
         return (np.sum(e**2, axis=(1, 2)) + self._train_const) / (2 * self.problem.n)
 
@@ -168,13 +172,16 @@ class ExactDynamics:
             raise ValueError("this problem has neither an exact Sigma with a realizable teacher nor a test set")
         t = np.atleast_1d(np.asarray(t))
         pw = _powers(self._log_rho, self._neg_rho, t)
-        p0 = _powers(self._log_rho0, self._neg_rho0, t)[:, 0]
+        return self._population_loss(pw, _powers(self._log_rho0, self._neg_rho0, t)[:, 0])
+
+    def _population_loss(self, pw: np.ndarray, p0: np.ndarray) -> np.ndarray:
+        """``population_loss`` from the powers rho_j^t (T, r) and rho_0^t (T,)."""
         if self._pop_kind == "exact":
             sigma, d_row, c, dn2, dn_t0, t0n2 = self._pop
             row = np.sum((d_row[None] + c[None] * pw[:, :, None]) ** 2, axis=(1, 2))
             null = dn2 + 2 * p0 * dn_t0 + p0**2 * t0n2
             return sigma * (row + null)
-        z = np.concatenate([np.ones((len(t), 1)), pw, p0[:, None]], axis=1)
+        z = np.concatenate([np.ones((len(p0), 1)), pw, p0[:, None]], axis=1)
         return np.einsum("ta,ab,tb->t", z, self._pop, z, optimize=True)
 
     def theta(self, t: int) -> np.ndarray:
@@ -191,17 +198,27 @@ class ExactDynamics:
             return MAX_HORIZON_STEPS
         return int(min(MAX_HORIZON_STEPS, np.ceil(HORIZON_EFOLDS / -slowest) + 1))
 
-    def _grid(self) -> np.ndarray:
-        return step_grid(self.horizon())
+    def _grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The search grid and the powers rho_j^t (T, r) and rho_0^t (T,) on it."""
+        grid = step_grid(self.horizon())
+        return grid, _powers(self._log_rho, self._neg_rho, grid), _powers(self._log_rho0, self._neg_rho0, grid)[:, 0]
 
-    def t_generalize(self, c: float) -> int | None:
-        """t2(c) = min{t : L(theta_t) <= c}; None if never (Sec. 2)."""
-        return _first_crossing(self.population_loss, c, self._grid())
+    def phase_times(self, eps: float, c: float) -> tuple[int | None, int | None]:
+        """(t1(eps), t2(c)), the powers on the grid computed once for both; t2 None without a population loss."""
+        on_grid = self._grid()
+        return self.t_overfit(eps, on_grid), self.t_generalize(c, on_grid) if self.has_population else None
 
-    def t_overfit(self, eps: float) -> int | None:
+    def t_generalize(self, c: float, on_grid: tuple | None = None) -> int | None:
+        """t2(c) = min{t : L(theta_t) <= c}; None if never (Sec. 2). ``on_grid``: ``_grid()`` if computed."""
+        if self._pop_kind is None:
+            raise ValueError("this problem has neither an exact Sigma with a realizable teacher nor a test set")
+        grid, pw, p0 = on_grid or self._grid()
+        return _first_crossing(self.population_loss, c, grid, self._population_loss(pw, p0))
+
+    def t_overfit(self, eps: float, on_grid: tuple | None = None) -> int | None:
         """t1(eps) = max{t : L_n(theta_t) >= eps}; None if the loss stays >= eps forever or starts below."""
-        grid = self._grid()
-        vals = self.train_loss(grid)
+        grid, pw, _ = on_grid or self._grid()
+        vals = self._train_loss(pw)
         above = np.nonzero(vals >= eps)[0]
         if len(above) == 0 or above[-1] == len(grid) - 1:
             return None
@@ -215,8 +232,8 @@ class ExactDynamics:
         return lo
 
 
-def _first_crossing(f, level: float, grid: np.ndarray) -> int | None:
-    vals = f(grid)
+def _first_crossing(f, level: float, grid: np.ndarray, vals: np.ndarray) -> int | None:
+    """The first t with f(t) <= level, from f's values ``vals`` on ``grid`` and bisection inside the bracket."""
     below = np.nonzero(vals <= level)[0]
     if len(below) == 0:
         return None

@@ -22,10 +22,10 @@ class RunTheory:
     @classmethod
     def from_problem(cls, problem: LinearProblem, eps: float, c: float, delta: float) -> RunTheory:
         exact = ExactDynamics(problem)
-        q = Quantities.from_problem(problem, eps, c, delta)
+        q = Quantities.from_problem(problem, eps, c, delta, singular_values=exact.spectrum)  # one SVD of Phi
         env = Envelopes(q) if q.zero_teacher else None
-        t2 = exact.t_generalize(c) if exact.has_population else None
-        return cls(problem, exact, q, all_bounds(q), env, exact.t_overfit(eps), t2)
+        t1, t2 = exact.phase_times(eps, c)
+        return cls(problem, exact, q, all_bounds(q), env, t1, t2)
 
     def predictions(self) -> dict:
         """Everything predicted before training (the ``theory`` verb)."""
