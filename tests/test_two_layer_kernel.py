@@ -192,6 +192,22 @@ def test_vectorized_two_layer_seeds_equal_sequential_runs(tmp_path):
     assert len({m["t_generalize"] for m in ens["members"]}) > 1  # independent seeds, not copies
 
 
+def test_seeds_on_two_threads_equal_sequential_runs(tmp_path):
+    """The real path with torch on two threads: members of 625 KB (float64, m = 500) are stepped one a group, the
+    groups shared between two threads; every member's t1, t2 and final losses equal its single run's (one thread)."""
+    args = (*ZERO, "model.width=500", "optim.lr=0.01", "trainer.max_steps=800", FEW_LOG_POINTS)
+    torch.set_num_threads(2)
+    ens, module = _fit("two_layer.yaml", tmp_path / "ens", *args, "seeds=2")
+    assert module._loop.group == 1 and module._loop._workers(torch.device("cpu")) == 2
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    for i, member in enumerate(ens["members"]):
+        single, _ = _fit("two_layer.yaml", tmp_path / f"s{i}", *args, f"seed={i}")
+        assert (member["t_overfit"], member["t_generalize"]) == (single["t_overfit"], single["t_generalize"])
+        assert member["t_generalize"] is not None
+        assert member["final"] == single["final"]  # bit for bit: the same operations on one intra-op thread
+
+
 @pytest.mark.parametrize("group", [1, 2, 3])
 def test_member_groups_equal_single_runs(group):
     """Members stepped one group at a time (a CPU's cache-sized groups) equal their single runs: group 1 bit for
