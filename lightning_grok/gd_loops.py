@@ -376,7 +376,7 @@ def _test_set_losses(
 # core's L2 cache (1 MiB a core on this machine's AMD EPYC): 16 default-size members batched together run at
 # 0.55-0.65x the member-steps/s of one at a time (the (B, n, m) activations no longer fit), and two at 0.6x, so a
 # CPU runs one default-size member after another within a call. With the two buffers a default-size member's step
-# (0.6 MB) stays in L2; with four (1 MB, as before) it did not, and ran at about 0.85x.
+# (0.6 MB) stays in L2; with four (1 MB, as before) it did not, and ran at 0.83-0.93x (one thread).
 CPU_GROUP_BYTES = 1 << 20
 
 
