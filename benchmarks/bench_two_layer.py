@@ -45,6 +45,7 @@ Measured (``--threads 1``, load average 3.2-6.0 from other agents' processes on 
 eval) 2,042 steps/s against 512 for the faster hand-written loop, ratio 3.99 (per repetition 3.15-4.43); the
 Lightning path 4.06; t1 = 2,187 and t2 = 157,563 with sparse and with every-step evaluation (3,671 against 801
 steps/s); 16 vectorized seeds 1.15x the member-steps/s of 16 sequential runs, every member's t1, t2 equal.
+Ensembles against sequential runs at the same thread count: benchmarks/bench_two_layer_seeds.py.
 """
 
 from __future__ import annotations

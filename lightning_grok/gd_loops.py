@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -455,15 +456,19 @@ def _test_set_losses(
     return out
 
 
-# A member group's step touches about 4 n m + m d + n d numbers; on a CPU the group is sized so that these stay in
-# a core's L2 cache: 16 default-size members batched together run at 0.55-0.65x the member-steps/s of one at a time
-# (the (B, n, m) activations no longer fit), so a CPU runs one default-size member after another within a call.
+# A member group's step touches about 2 n m + m d + n d numbers (Z and H share one (n, m) buffer, relu in place;
+# the outer product R a^T and its masked copy share the other); on a CPU the group is sized so that these stay in a
+# core's L2 cache (1 MiB a core on this machine's AMD EPYC): 16 default-size members batched together run at
+# 0.55-0.65x the member-steps/s of one at a time (the (B, n, m) activations no longer fit), and two at 0.6x, so a
+# CPU runs one default-size member after another within a call. With the two buffers a default-size member's step
+# (0.6 MB) stays in L2; with four (1 MB, as before) it did not, and ran at 0.83-0.93x (one thread).
 CPU_GROUP_BYTES = 1 << 20
 
 
 @dataclass
 class _Group:
-    """Members g0..g1-1 of a two-layer GD loop: their data and the buffers their steps use (views, no copies)."""
+    """Members g0..g1-1 of a two-layer GD loop: their data and the buffers their steps use (views, no copies).
+    ``z`` and ``h`` are one buffer (relu in place), as are ``g`` and ``gz`` (the mask applied in place)."""
 
     rows: slice
     x: torch.Tensor
@@ -504,6 +509,12 @@ class TwoLayerGDLoop:
 
     Members are stepped in groups of ``group`` (None: all of them on a GPU; on a CPU as many as keep a step's
     numbers within ``CPU_GROUP_BYTES``, one at a time at the paper's sizes), each group through the whole call.
+    On a CPU (one process, no DDP) the groups are shared among ``workers`` Python threads (None: torch's intra-op
+    thread count at each call, ``torch.get_num_threads()``), each stepping its own members with one intra-op thread:
+    parallel across members instead of inside the small matrix products of one member, so T threads do not
+    oversubscribe T cores. A member's operations are the same in every schedule, so its iterates are bit for bit
+    those of its single run with ``group=1`` (matrix products at the paper's sizes give the same bits on 1 and 2
+    intra-op threads).
 
     Test side: (1/N) sum_i ||N(x_i) - y_i||^2 on the test set costs N m (d + k) multiply-adds, about five steps
     at the paper's defaults, so it is evaluated sparsely (module docstring): at the evaluated steps the state is
@@ -525,10 +536,11 @@ class TwoLayerGDLoop:
         reduce: Reduce = _identity,
         eval_every: int = 0,
         group: int | None = None,
+        workers: int | None = None,
     ):
         b, n, d = x.shape  # n: this rank's rows
         k, m = y.shape[2], width
-        self.y, self.k = y, k
+        self.y, self.k, self.width = y, k, m
         self.decay = 1.0 - lr * weight_decay
         self.step_scale = -lr / n_global
         self.n_global = n_global
@@ -539,12 +551,27 @@ class TwoLayerGDLoop:
         # the global n, so that every DDP world size evaluates the same steps
         self.every = _every(eval_every, evaluation, n_global * m * (2 * d + 3 * k), n_test * m * (d + k))
         if group is None:
-            per_member = (4 * n * m + m * (d + k) + n * (d + k)) * x.element_size()
+            per_member = (2 * n * m + m * (d + k) + n * (d + k)) * x.element_size()
             group = b if x.device.type != "cpu" else max(1, CPU_GROUP_BYTES // per_member)
         self.group = g = int(min(max(1, group), b))
+        if workers is not None and int(workers) < 1:
+            raise ValueError(f"TwoLayerGDLoop: workers must be >= 1 or None (torch's thread count), got {workers!r}")
+        self.workers = None if workers is None else int(workers)
         opts = {"dtype": x.dtype, "device": x.device}
         self.outputs = torch.empty(max_steps_per_call, b, n, k, **opts)  # N(x_i; theta_t) of every step
-        acts = [torch.empty(g, n, m, **opts) for _ in range(4)]
+        self._inputs = (x, y, evaluation, opts)
+        self.groups = self._make_groups(range(0, b, g))
+        self._shares: dict[int, list[list[_Group]]] = {}  # by thread count: each share on its own buffers
+
+    def _make_groups(self, starts: range) -> list[_Group]:
+        """The groups of members starting at ``starts`` (``group`` members each, fewer at the end), on one new
+        set of step buffers: groups that share a set are stepped one after another, never at once."""
+        x, y, evaluation, opts = self._inputs
+        b, n, d = x.shape
+        k, m, g = y.shape[2], self.width, self.group
+        n_test = 0 if evaluation.x_test is None else evaluation.x_test.shape[1]
+        z_h, g_gz = torch.empty(g, n, m, **opts), torch.empty(g, n, m, **opts)
+        acts = [z_h, z_h, g_gz, g_gz]  # z, h, g, gz: in-place relu and mask keep a member's step in L2
         r = torch.empty(g, n, k, **opts)
         grad = torch.empty(g * m * (d + k), **opts)  # DDP: both layers' gradient sums, one all-reduce a step
         # kept state at the last evaluated step, and scratch state for replays
@@ -552,8 +579,8 @@ class TwoLayerGDLoop:
         kept_a, scratch_a = torch.empty(g, m, k, **opts), torch.empty(g, m, k, **opts)
         scratch_out = torch.empty(g, n, k, **opts)
         tests = [torch.empty(g, n_test, *shape, **opts) if n_test else None for shape in ((m,), (k,), (k,))]
-        self.groups = []
-        for g0 in range(0, b, g):
+        groups = []
+        for g0 in starts:
             rows = slice(g0, min(b, g0 + g))
             s = rows.stop - g0
 
@@ -564,7 +591,7 @@ class TwoLayerGDLoop:
             ev = dataclasses.replace(evaluation)
             ev.x_test, ev.y_test, ev.test_labels = cut(ev.x_test), cut(ev.y_test), cut(ev.test_labels)
             ev.train_labels = cut(ev.train_labels)
-            self.groups.append(
+            groups.append(
                 _Group(
                     rows,
                     x[rows],
@@ -583,6 +610,7 @@ class TwoLayerGDLoop:
                     *(None if t is None else t[:s] for t in tests),
                 )
             )
+        return groups
 
     def _step(self, gr: _Group, w: torch.Tensor, a: torch.Tensor, out: torch.Tensor) -> None:
         """theta_t -> theta_{t+1} in place for one group; ``out`` receives N(X; theta_t)."""
@@ -645,8 +673,17 @@ class TwoLayerGDLoop:
         points = eval_points(start, steps, self.every, wanted).tolist()
         records: dict[str, torch.Tensor] = {}
         evaluated = torch.zeros(steps, b, dtype=torch.bool)
-        for gr in self.groups:
-            self._run_group(gr, w[gr.rows], a[gr.rows], steps, points, records, evaluated, (dtype, dev, b))
+        lock = threading.Lock()  # guards the creation of ``records`` entries; the writes are to disjoint columns
+
+        def run_groups(groups: list[_Group]) -> None:
+            for gr in groups:
+                self._run_group(gr, w[gr.rows], a[gr.rows], steps, points, records, evaluated, (dtype, dev, b), lock)
+
+        workers = self._workers(dev)
+        if workers <= 1:
+            run_groups(self.groups)
+        else:
+            _one_thread_each(run_groups, self._shares_for(workers))
         res = self.outputs[:steps] - self.y  # (K, B, n, k)
         train = self.reduce(res.square().sum(dim=(2, 3))) / (2 * self.n_global)
         extras = {}
@@ -656,6 +693,25 @@ class TwoLayerGDLoop:
         test = records.pop("loss")
         extras.update(records)
         return Chunk(start, train, test, extras, None if bool(evaluated.all()) else evaluated.to(dev))
+
+    def _workers(self, device: torch.device) -> int:
+        """Threads that share the member groups in this call: 1 on a GPU, under DDP or with one group; else
+        ``workers`` (or torch's intra-op thread count), at most one per group."""
+        if device.type != "cpu" or self.distributed or len(self.groups) < 2:
+            return 1
+        want = torch.get_num_threads() if self.workers is None else self.workers
+        return max(1, min(want, len(self.groups)))
+
+    def _shares_for(self, workers: int) -> list[list[_Group]]:
+        """The groups cut into ``workers`` contiguous shares, as equal as they divide, each share on its own step
+        buffers (the first on those of ``self.groups``); made once per thread count."""
+        if workers not in self._shares:
+            count, g = len(self.groups), self.group
+            cut = [i * count // workers for i in range(workers + 1)]
+            first = self.groups[: cut[1]]
+            rest = [self._make_groups(range(i * g, j * g, g)) for i, j in zip(cut[1:-1], cut[2:], strict=True)]
+            self._shares[workers] = [first, *rest]
+        return self._shares[workers]
 
     def _run_group(
         self,
@@ -667,6 +723,7 @@ class TwoLayerGDLoop:
         records: dict[str, torch.Tensor],
         evaluated: torch.Tensor,
         like: tuple[torch.dtype, torch.device, int],
+        lock: threading.Lock,
     ) -> None:
         """One group of members through the whole call; test-side values into the (K, B) ``records``."""
         dtype, dev, b = like
@@ -675,7 +732,9 @@ class TwoLayerGDLoop:
         def record(i: int, vals: dict[str, torch.Tensor]) -> None:
             for key, v in vals.items():
                 if key not in records:
-                    records[key] = torch.full((steps, b), math.nan, dtype=dtype, device=dev)
+                    with lock:
+                        if key not in records:
+                            records[key] = torch.full((steps, b), math.nan, dtype=dtype, device=dev)
                 records[key][i, gr.rows] = v
             evaluated[i, gr.rows] = True
 
@@ -693,6 +752,34 @@ class TwoLayerGDLoop:
                     prev, prev_i = vals, i
                 nxt += 1
             self._step(gr, w, a, outs[i])
+
+
+def _one_thread_each(work: Callable[[list], None], shares: list[list]) -> None:
+    """``work(share)`` for every share at once, each in its own thread with one torch intra-op thread (the first in
+    the calling thread); torch's thread count is restored afterwards. torch ops release the GIL, so the threads'
+    matrix products run in parallel. The first exception of any share is raised after all have ended."""
+    errors: list[BaseException] = []
+
+    def guarded(share: list) -> None:
+        try:
+            torch.set_num_threads(1)  # this thread's own OpenMP/MKL setting (set before its first op)
+            work(share)
+        except BaseException as e:  # re-raised in the calling thread
+            errors.append(e)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # also the default of threads that start now
+    try:
+        threads = [threading.Thread(target=guarded, args=(s,), name="gd-members") for s in shares[1:]]
+        for t in threads:
+            t.start()
+        guarded(shares[0])
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(before)
+    if errors:
+        raise errors[0]
 
 
 def _accuracy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

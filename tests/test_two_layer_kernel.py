@@ -192,6 +192,22 @@ def test_vectorized_two_layer_seeds_equal_sequential_runs(tmp_path):
     assert len({m["t_generalize"] for m in ens["members"]}) > 1  # independent seeds, not copies
 
 
+def test_seeds_on_two_threads_equal_sequential_runs(tmp_path):
+    """The real path with torch on two threads: members of 625 KB (float64, m = 500) are stepped one a group, the
+    groups shared between two threads; every member's t1, t2 and final losses equal its single run's (one thread)."""
+    args = (*ZERO, "model.width=500", "optim.lr=0.01", "trainer.max_steps=800", FEW_LOG_POINTS)
+    torch.set_num_threads(2)
+    ens, module = _fit("two_layer.yaml", tmp_path / "ens", *args, "seeds=2")
+    assert module._loop.group == 1 and module._loop._workers(torch.device("cpu")) == 2
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    for i, member in enumerate(ens["members"]):
+        single, _ = _fit("two_layer.yaml", tmp_path / f"s{i}", *args, f"seed={i}")
+        assert (member["t_overfit"], member["t_generalize"]) == (single["t_overfit"], single["t_generalize"])
+        assert member["t_generalize"] is not None
+        assert member["final"] == single["final"]  # bit for bit: the same operations on one intra-op thread
+
+
 @pytest.mark.parametrize("group", [1, 2, 3])
 def test_member_groups_equal_single_runs(group):
     """Members stepped one group at a time (a CPU's cache-sized groups) equal their single runs: group 1 bit for
@@ -222,6 +238,53 @@ def test_member_groups_equal_single_runs(group):
         assert t2 == int(torch.nonzero(chunk.test_loss[:, i] <= 0.01)[0])
         t2s.add(t2)
     assert len(t2s) == b
+
+
+@pytest.mark.parametrize("single_threads", [1, 2])
+def test_members_in_threads_equal_single_runs(single_threads):
+    """Members shared among two threads (one member a group, one intra-op thread each) at the paper's sizes (n = d
+    = 50, m = 1000, float32) equal their single runs: bit for bit against single runs on one thread, to float32
+    rounding against single runs on two intra-op threads; t1 (train loss <= eps) and t2 (test loss <= c, sparse
+    evaluation with replays inside the threads) exactly. The ensemble runs in calls of 200 steps, the single runs in
+    one call of 600, as Lightning's steps per call differ with the members. torch's thread count is kept."""
+    gen = torch.Generator().manual_seed(3)
+    b, n, d, m, n_test, steps, every, eps, c = 4, 50, 50, 1000, 200, 600, 17, 1e-3, 0.01
+    x, x_test = torch.randn(b, n, d, generator=gen), torch.randn(b, n_test, d, generator=gen)
+    scale = torch.tensor([1.0, 1.5, 0.7, 1.2])[:, None, None]  # members reach t1, t2 at different steps
+    w0 = torch.randn(b, m, d, generator=gen) / d**0.5 * scale
+    a0 = torch.randn(b, m, 1, generator=gen) / m**0.5
+
+    def kernel(rows: slice, max_steps: int) -> TwoLayerGDLoop:
+        count = len(range(b)[rows])
+        ev = PopulationSide(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1), c=c)
+        return TwoLayerGDLoop(x[rows], torch.zeros(count, n, 1), m, 3e-3, 1.0, n, ev, max_steps, eval_every=every)
+
+    def first(values: torch.Tensor, bound: float) -> int:
+        return int(torch.nonzero(values <= bound)[0])
+
+    torch.set_num_threads(2)
+    ens = kernel(slice(0, b), 200)
+    assert ens.group == 1 and ens._workers(x.device) == 2
+    w, a = w0.clone(), a0.clone()
+    chunks = [ens.run(w, a, start, 200) for start in range(0, steps, 200)]
+    assert torch.get_num_threads() == 2
+    train = torch.cat([ch.train_loss for ch in chunks])
+    test = torch.cat([ch.test_loss for ch in chunks])
+    torch.set_num_threads(single_threads)
+    t2s = []
+    for i in range(b):
+        ws, as_ = w0[i : i + 1].clone(), a0[i : i + 1].clone()
+        single = kernel(slice(i, i + 1), steps).run(ws, as_, 0, steps)
+        if single_threads == 1:
+            assert torch.equal(w[i], ws[0]) and torch.equal(a[i], as_[0])
+            assert torch.equal(train[:, i], single.train_loss[:, 0])
+        torch.testing.assert_close(w[i], ws[0], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a[i], as_[0], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(train[:, i], single.train_loss[:, 0], rtol=1e-5, atol=0)
+        assert first(train[:, i], eps) == first(single.train_loss[:, 0], eps)
+        t2s.append(first(single.test_loss[:, 0], c))
+        assert first(test[:, i], c) == t2s[-1]
+    assert len(set(t2s)) == b and any(t % every for t in t2s)  # distinct; some found by a replay
 
 
 def test_resumed_two_layer_run_ends_bit_identical(tmp_path):
