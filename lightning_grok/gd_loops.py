@@ -30,8 +30,8 @@ within one block of s steps whose two ends are both above c. t1 needs nothing: t
 recorded at every step. ``eval_every``: s; 0 picks it from the cost ratio (``auto_eval_every``), 1 evaluates
 every step. The closed-form population loss of ridge (Sigma = I/m) is cheap and always evaluated every step.
 The two-layer network's closed-form population loss (``data.population=exact``, arc-cosine kernel,
-theory/two_layer_population.py) is not: about m^2 d multiply-adds and m^2 / 2 arccosines in float64, some 30
-steps at the paper's defaults (against 2.6 for a 500-point test set), so it is evaluated sparsely like a test set.
+theory/two_layer_population.py) is not: about m^2 d / 2 multiply-adds and m^2 / 2 arccosines in float64, 30-70
+steps at the paper's defaults (against 1-3 for a 500-point test set), so it is evaluated sparsely like a test set.
 """
 
 from __future__ import annotations
@@ -445,8 +445,8 @@ class TwoLayerGDLoop:
 
     With ``evaluation.two_layer`` (``data.population=exact``) the test side is the closed-form population loss
     E||N(x) - f*(x)||^2 (theory/two_layer_population.py: arc-cosine kernel, float64), no test set: about m^2 d
-    multiply-adds plus m^2 / 2 kernel entries (``_two_layer_eval_cost``), some 30 steps at the defaults, so s is
-    larger (about 110 there). Every rank computes it from the full parameters, so it needs no all-reduce.
+    multiply-adds plus m^2 / 2 kernel entries (``_two_layer_eval_cost``), 30-70 steps at the defaults, so s is
+    larger (133 there, against 20). Every rank computes it from the full parameters, so it needs no all-reduce.
     """
 
     def __init__(

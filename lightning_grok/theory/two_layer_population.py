@@ -19,11 +19,14 @@ radius of a Gaussian vector is independent of its direction (theory/population.p
 
 Precision: the evaluation runs in float64 whatever the run's dtype (W and a are cast, an (m, d) copy), and the
 value is stored in the run's dtype. A float32 run thus records L to its own rounding (6e-8 relative), and a float64
-run records the closed form to ~1e-15. Evaluating in float32 throughout would be faster but is not what the test
-asserts: the quadratic form cancels (K > 0 entrywise, a of both signs), and its error grows with the cancellation
-(benchmarks/bench_exact_two_layer.py measures it: about 1e-7 relative at the paper's defaults, initialization and
-early training). Written as f(c) = sqrt(1 - c^2) + (pi - acos c) c of the clamped cosine c, the kernel is well
-conditioned (|f'(c)| = pi - acos c <= pi): the rounding of c near the diagonal cancels between the two terms.
+run records the closed form to ~1e-15 (tests/test_two_layer_exact.py asserts 1e-9 against the numpy form).
+Evaluating in float32 throughout would be about twice as fast and, measured, close enough for float32 runs: the
+quadratic form cancels (K > 0 entrywise, a of both signs), yet at Fig. 1 right's iterates just past t2 (L ~ 0.008)
+float32 differs from float64 by 5e-8 to 6e-7 relative, against L's relative decrease of ~5e-5 a step there
+(benchmarks/bench_exact_two_layer.py measures it at the initialization and after the timed steps). float64 is
+kept so that the recorded L never depends on how much the sum cancels. Written as f(c) = sqrt(1 - c^2) +
+(pi - acos c) c of the clamped cosine c, the kernel is well conditioned (|f'(c)| = pi - acos c <= pi): the
+rounding of c near the diagonal cancels between the two terms.
 
 Cost of one evaluation (G members): on the m (m + b) / 2 entries of the upper block triangle of K(W, W) (row
 blocks of b = ``ROW_BLOCK``; K is symmetric, so each off-diagonal block counts twice) the Gram entries W W^T,
@@ -52,9 +55,9 @@ ACCUMULATE = torch.float64
 ROW_BLOCK = KERNEL_ROW_BLOCK
 BLOCK_ELEMENTS = KERNEL_BLOCK_ELEMENTS
 # one kernel entry in multiply-adds of the run's step (float32 at the defaults): the arccosine, square root and
-# division in float64 and ~8 more passes over the block. benchmarks/bench_exact_two_layer.py fits it from the
-# measured evaluation / step time ratio: 200-300 on the 2-core CPU of its docstring (about 30 steps an evaluation
-# at m = 1000, d = 50, n = 50)
+# division in float64 and ~10 more passes over the block. benchmarks/bench_exact_two_layer.py fits it from the
+# measured evaluation / step time ratio: 220-570 on a shared 2-core CPU (load 5-8; 30-68 steps an evaluation at
+# m = 1000, d = n = 50); 250 gives 33 steps there, s = 133
 ELEMENT_COST = 250
 
 
