@@ -246,8 +246,8 @@ def _every(eval_every: int, ev: PopulationSide, step_cost: float, eval_cost: flo
 
 def _two_layer_eval_cost(ev: PopulationSide, m: int, d: int, k: int) -> float:
     """Multiply-adds of one member's test-side evaluation in the two-layer GD loop: N m (d + k) on a test set of
-    N points; with the closed form ``theory.two_layer_population.evaluation_cost`` (the Gram matrix m^2 d and
-    ELEMENT_COST per entry of the kernel's upper block triangle, plus the teacher's columns)."""
+    N points; with the closed form ``theory.two_layer_population.evaluation_cost`` (d for the Gram entry and
+    ELEMENT_COST for the kernel, per entry of K(W, W)'s upper block triangle, plus K a and the teacher's columns)."""
     if ev.two_layer is not None:
         return evaluation_cost(m, d, k, ev.two_layer.teacher_units)
     n_test = 0 if ev.x_test is None else ev.x_test.shape[1]
@@ -444,7 +444,7 @@ class TwoLayerGDLoop:
     Under DDP the decision to replay is all-reduced, so every rank replays (and all-reduces) the same blocks.
 
     With ``evaluation.two_layer`` (``data.population=exact``) the test side is the closed-form population loss
-    E||N(x) - f*(x)||^2 (theory/two_layer_population.py: arc-cosine kernel, float64), no test set: about m^2 d
+    E||N(x) - f*(x)||^2 (theory/two_layer_population.py: arc-cosine kernel, float64), no test set: about m^2 d / 2
     multiply-adds plus m^2 / 2 kernel entries (``_two_layer_eval_cost``), 30-70 steps at the defaults, so s is
     larger (133 there, against 20). Every rank computes it from the full parameters, so it needs no all-reduce.
     """
