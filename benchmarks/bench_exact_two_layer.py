@@ -26,8 +26,8 @@ Measured (``--reps 7``, one thread, load average 5.9-6.9 on 2 cores from other p
 about 4x those of an idle core): an evaluation 40.7 ms exact against 3.3 ms on the 500-point test set (12x;
 22x in a 3-repetition run at load 7.6), i.e. 42 steps against 3.4 (cost model: 33 and 5.0), s = 133 against 20;
 the whole loop 715 against 873 steps/s, exact / test set 0.77 (per repetition 0.57-1.08); L in float32 within
-1.8e-7 relative of float64. End to end (Fig. 1 right, 5 seeds batched, to t2 + 5%): 2,990 member-steps per CPU
-second with the exact loss against 3,520-3,580 with the test set (0.83-0.85).
+1.8e-7 relative of float64. End to end (Fig. 1 right, seeds batched, to t2 + 5%, 20 seeds in runs of 5, 5 and
+10): 2,850-2,990 member-steps per CPU second with the exact loss against 3,520-3,580 with the test set (0.80-0.85).
 """
 
 from __future__ import annotations
