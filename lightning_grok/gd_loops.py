@@ -30,6 +30,9 @@ L(theta_t) <= c} is exact to the step, assuming the curve does not dip below c a
 within one block of s steps whose two ends are both above c. t1 needs nothing: the training loss is
 recorded at every step. ``eval_every``: s; 0 picks it from the cost ratio (``auto_eval_every``), 1 evaluates
 every step. The closed-form population loss of ridge (Sigma = I/m) is cheap and always evaluated every step.
+The two-layer network's closed-form population loss (``data.population=exact``, arc-cosine kernel,
+theory/two_layer_population.py) is not: about m^2 d / 2 multiply-adds and m^2 / 2 arccosines in float64, 30-70
+steps at the paper's defaults (against 1-3 for a 500-point test set), so it is evaluated sparsely like a test set.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lightning_grok.resources import TEST_BLOCK_ELEMENTS
+from lightning_grok.theory.two_layer_population import TwoLayerPopulation, evaluation_cost
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,6 +93,9 @@ class PopulationSide:
     cross_entropy: bool = False
     c: float | None = None  # t2 threshold on the test loss; sparse evaluation needs it to find crossings
     tau: float | None = None  # t2 threshold on the test accuracy (classification)
+    # two-layer network, data.population=exact: the members' teachers and input law; the test loss is then the
+    # closed-form population loss (theory/two_layer_population.py) instead of a test set's mean
+    two_layer: TwoLayerPopulation | None = None
 
     @property
     def exact(self) -> bool:
@@ -237,6 +244,16 @@ def _every(eval_every: int, ev: PopulationSide, step_cost: float, eval_cost: flo
     if ev.exact or ev.c is None or eval_cost == 0:
         return 1
     return int(eval_every) if eval_every > 0 else auto_eval_every(step_cost, eval_cost)
+
+
+def _two_layer_eval_cost(ev: PopulationSide, m: int, d: int, k: int) -> float:
+    """Multiply-adds of one member's test-side evaluation in the two-layer GD loop: N m (d + k) on a test set of
+    N points; with the closed form ``theory.two_layer_population.evaluation_cost`` (d for the Gram entry and
+    ELEMENT_COST for the kernel, per entry of K(W, W)'s upper block triangle, plus K a and the teacher's columns)."""
+    if ev.two_layer is not None:
+        return evaluation_cost(m, d, k, ev.two_layer.teacher_units)
+    n_test = 0 if ev.x_test is None else ev.x_test.shape[1]
+    return n_test * m * (d + k)
 
 
 class RowSpaceGDLoop:
@@ -521,6 +538,11 @@ class TwoLayerGDLoop:
     kept, and when a threshold is crossed before the next evaluated step, that block is replayed from the kept
     state on scratch buffers with an evaluation at every step (the same operations, so the same iterates).
     Under DDP the decision to replay is all-reduced, so every rank replays (and all-reduces) the same blocks.
+
+    With ``evaluation.two_layer`` (``data.population=exact``) the test side is the closed-form population loss
+    E||N(x) - f*(x)||^2 (theory/two_layer_population.py: arc-cosine kernel, float64), no test set: about m^2 d / 2
+    multiply-adds plus m^2 / 2 kernel entries (``_two_layer_eval_cost``), 30-70 steps at the defaults, so s is
+    larger (133 there, against 20). Every rank computes it from the full parameters, so it needs no all-reduce.
     """
 
     def __init__(
@@ -547,9 +569,11 @@ class TwoLayerGDLoop:
         self.ev = evaluation
         self.reduce = reduce
         self.distributed = reduce is not _identity
-        n_test = 0 if evaluation.x_test is None else evaluation.x_test.shape[1]
+        n_test = 0 if evaluation.x_test is None or evaluation.two_layer is not None else evaluation.x_test.shape[1]
         # the global n, so that every DDP world size evaluates the same steps
-        self.every = _every(eval_every, evaluation, n_global * m * (2 * d + 3 * k), n_test * m * (d + k))
+        self.every = _every(
+            eval_every, evaluation, n_global * m * (2 * d + 3 * k), _two_layer_eval_cost(evaluation, m, d, k)
+        )
         if group is None:
             per_member = (2 * n * m + m * (d + k) + n * (d + k)) * x.element_size()
             group = b if x.device.type != "cpu" else max(1, CPU_GROUP_BYTES // per_member)
@@ -636,7 +660,11 @@ class TwoLayerGDLoop:
             w.baddbmm_(gz.transpose(1, 2), x, beta=decay, alpha=scale)
 
     def _evaluate(self, gr: _Group, w: torch.Tensor, a: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Test side of one group's (W, a): {"loss": (G,), "test_acc" or "test_surrogate_acc": (G,)}."""
+        """Test side of one group's (W, a): {"loss": (G,), "test_acc" or "test_surrogate_acc": (G,)}; with the
+        closed form (``ev.two_layer``) the population loss L(W, a) alone, computed in float64 and stored in the
+        run's dtype (a float32 record holds it to 6e-8 relative)."""
+        if self.ev.two_layer is not None:
+            return {"loss": self.ev.two_layer.loss(w, a, gr.rows).to(w.dtype)}
         ev, hid, out, err = gr.ev, gr.test_h, gr.test_out, gr.test_err
         torch.bmm(ev.x_test, w.transpose(1, 2), out=hid)
         hid.clamp_(min=0)

@@ -50,6 +50,7 @@ from lightning_grok.models.two_layer import TwoLayerModel
 from lightning_grok.resources import auto_steps_per_call, auto_two_layer_steps_per_call
 from lightning_grok.rundir import fingerprint
 from lightning_grok.seeding import generator
+from lightning_grok.theory.two_layer_population import TwoLayerPopulation
 
 # A run diverges when its training loss becomes non-finite, or exceeds both DIVERGENCE_GROWTH times its
 # minimum so far and its value at step 0: a blow-up, not the rounding noise of a loss near 1e-30.
@@ -197,7 +198,15 @@ class GrokkingModule(L.LightningModule):
                 "squared loss and a *-true trainer.precision: only the fused GD loops batch several seeds)"
             )
         if self.uses_two_layer_loop:
-            ev.x_test, ev.y_test = stacked(lambda t: t.x_test), stacked(lambda t: t.y_test)
+            if self.cfg.data.kind == "regression" and self.cfg.data.population == "exact":
+                # the closed-form population loss E||N(x) - f*(x)||^2 (arc-cosine kernel, float64): t2 without
+                # sampling error. No test points, so no surrogate accuracy (a fraction of test points, Fig. 5)
+                d, k = self.model.weight.shape[1], self.model.a.shape[1]
+                teachers = [t.teacher for t in self.tensors]
+                ev.two_layer = TwoLayerPopulation.from_teachers(teachers, self.cfg.data.input_dist, d, k, device=dev)
+                ev.surrogate_eps = None
+            else:
+                ev.x_test, ev.y_test = stacked(lambda t: t.x_test), stacked(lambda t: t.y_test)
             ev.test_labels = stacked(lambda t: t.test_labels)
             ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
             x, y = stacked(lambda t: t.x_train[rows]), stacked(lambda t: t.y_train[rows])

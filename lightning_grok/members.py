@@ -56,14 +56,20 @@ def describe_population(cfg: DictConfig, member: Member) -> dict:
 
     ``test_loss_stderr`` (units of L) is std_i(e_i) / sqrt(N) over the N test points' squared errors
     e_i = ||N(x_i) - y_i||^2 when L is a sample mean, and 0 where L is exact: closed-form moments (random
-    features, ``data.population=exact``), Sigma known in closed form (ridge), or the whole held-out part of a
-    finite table (modular arithmetic)."""
+    features, ``data.population=exact``), the arc-cosine closed form (two-layer network, ``data.population=exact``,
+    trained by the fused GD loop), Sigma known in closed form (ridge), or the whole held-out part of a finite table
+    (modular arithmetic)."""
     from lightning_grok.theory.population import standard_error
     from lightning_grok.theory.problem import closed_form
 
     t = member.tensors
     if closed_form(cfg) and member.problem is not None:
         return {"source": "closed form (theory/population.py)", "test_loss_stderr": 0.0}
+    if two_layer_closed_form(cfg, t.n_train):
+        return {
+            "source": "closed form (arc-cosine kernel, theory/two_layer_population.py)",
+            "test_loss_stderr": 0.0,
+        }
     if cfg.data.kind == "regression" and cfg.model.family == "ridge":
         return {"source": "exact (Sigma in closed form)", "test_loss_stderr": 0.0}
     if t.finite_population or t.x_test is None:
@@ -72,3 +78,18 @@ def describe_population(cfg: DictConfig, member: Member) -> dict:
     with torch.no_grad():
         err = ((member.model(t.x_test.to(dtype)) - t.y_test.to(dtype)) ** 2).sum(dim=-1)
     return {"source": f"test set of {len(err)} points (data.n_test)", "test_loss_stderr": standard_error(err.numpy())}
+
+
+def two_layer_closed_form(cfg: DictConfig, n_train: int) -> bool:
+    """Whether a two-layer run's test loss is the closed-form population loss: ``data.population=exact`` on
+    regression data and the fused two-layer GD loop (full-batch gd, squared loss, a *-true precision), as
+    ``GrokkingModule.uses_two_layer_loop`` decides; the other optimizers measure the drawn test set."""
+    o = cfg.optim
+    return (
+        cfg.data.kind == "regression"
+        and cfg.model.family == "two_layer"
+        and cfg.data.population == "exact"
+        and o.name == "gd"
+        and (o.batch_size is None or o.batch_size >= n_train)
+        and "mixed" not in str(cfg.trainer.precision)
+    )

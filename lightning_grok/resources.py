@@ -33,6 +33,12 @@ F64 = 8  # bytes of a float64 / int64: data, labels and the theory are always fl
 FRAMEWORK_BYTES = 512 << 20  # resident size of Python + torch + Lightning + numpy (measured about 400 MiB)
 # gd_loops._test_set_losses evaluates test predictions in blocks of this many numbers (128 MB of float64)
 TEST_BLOCK_ELEMENTS = 1 << 24
+# theory/two_layer_population.py computes K(W, W) of the closed-form two-layer population loss in blocks of rows
+# of the upper block triangle: KERNEL_ROW_BLOCK rows (the symmetric saving, m (m + b) / 2 entries instead of m^2;
+# 1 MB blocks at m = 1000 stay in cache), fewer when members x rows x m would exceed KERNEL_BLOCK_ELEMENTS (32 MB
+# of float64 per temporary)
+KERNEL_ROW_BLOCK = 128
+KERNEL_BLOCK_ELEMENTS = 1 << 22
 
 # lambda_min(Sigma) of random features is estimated by an eigendecomposition of an m x m matrix per run:
 # above this width it takes longer than the run's own set-up, so it is skipped (theory/problem.py)
@@ -60,6 +66,7 @@ COMPONENT_KEYS = {
     "iterate_buffers": "trainer.steps_per_call x seeds x model.width (or data.n_train) x outputs",
     "activations": "seeds x (data.n_train + data.n_test) x model.width",
     "theory": "float64 features, SVD and loss curves of the exact dynamics",
+    "population_kernel": "seeds x model.width x min(model.width, 128) float64 (two-layer exact population loss)",
 }
 
 
@@ -237,6 +244,11 @@ def estimate_memory(cfg: Any, *, verb: str = "fit") -> dict[str, int]:
         # three (K, B) records a call, a 0-d tensor per step and test metric, and (fused two-layer GD loop) the
         # network's outputs on the training set at every step of the call
         out["iterate_buffers"] = kk * b * (3 * s + 512 + (s * n * k if family == "two_layer" else 0))
+        if family == "two_layer" and cfg.data.kind == "regression" and cfg.data.population == "exact":
+            # the closed-form evaluation's float64 temporaries: about four blocks of rows of K(W, W) at a time
+            # (theory/two_layer_population.py), at most KERNEL_BLOCK_ELEMENTS numbers each for many members
+            rows = min(m, KERNEL_ROW_BLOCK)
+            out["population_kernel"] = 4 * F64 * min(b * rows * m, max(KERNEL_BLOCK_ELEMENTS, rows * m))
     return {key: v for key, v in out.items() if v}
 
 

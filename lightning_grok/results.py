@@ -695,7 +695,8 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
 
 def flat_summary(res: RunResult | Mapping) -> dict:
     """W&B summary keys (times in GD steps): grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/acc/...
-    (classification), grok/exact/..., grok/bound/..., final/...; grok/grokked and grok/status
+    (classification), grok/exact/..., grok/bound/..., final/...; grok/population (how the population loss was
+    measured, ``members.describe_population``, when every member says the same); grok/grokked and grok/status
     (``RunResult.summary_status``); for an ensemble the members' means with grok/*_std and grok/exact/*_std.
     Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
     run = as_result(res)
@@ -703,6 +704,9 @@ def flat_summary(res: RunResult | Mapping) -> dict:
     s = {f"grok/{k}": run.times[k] for k in TIMES} | {"grok/steps_run": run.steps_run}
     s |= {"grok/grokked": run.grokked, "grok/status": run.summary_status}
     s |= {f"final/{k}": v for k, v in run.final.items()}
+    sources = {m.population.source for m in members if m.population is not None and m.population.source}
+    if len(sources) == 1:  # how L was measured: a test set of N points, or a closed form
+        s["grok/population"] = sources.pop()
     if single is not None:
         if single.accuracy:
             s |= {f"grok/acc/{k}": single.accuracy[k] for k in TIMES}

@@ -201,7 +201,7 @@ def test_input_distributions_have_the_documented_scale():
         (("data.input_dist=cube",), "'data.input_dist': 'cube'"),
         (("model.ridge_features=gaussian_projection",), "'model.ridge_features'"),
         (("data.population=exact", "data.teacher=fourier"), "closed forms exist for relu features"),
-        (("model.family=two_layer", "data.population=exact", "data.teacher=relu"), "two_layer_population_loss"),
+        (("model.family=two_layer", "data.population=exact", "data.teacher=fourier"), "arc-cosine kernel"),
     ],
 )
 def test_bad_settings_name_key_value_and_what_is_allowed(overrides, message):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from lightning_grok.data.regression import TeacherSpec
 
 
 @dataclass
@@ -29,6 +33,8 @@ class RunData:
     test_labels: torch.Tensor | None = None  # (N,) class indices, classification only
     cross_entropy: bool = False  # index targets trained with cross-entropy instead of squared loss
     finite_population: bool = False  # x_train + x_test is the whole input population (a finite table)
+    # the teacher's parameters (regression): the two-layer network's closed-form population loss needs them
+    teacher: TeacherSpec | None = None
 
     @property
     def n_train(self) -> int:

@@ -173,8 +173,9 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
         x_test = math.sqrt(input_variance(data.input_dist, latent_dim(cfg))) * w_proj.T.contiguous()
         y_test = teacher(x_test)
     elif exact and not gaussian_identity:
-        # random features: training and theory use the closed-form rows (theory/population.population_rows); this
-        # test set serves the optimizers without a closed form (sgd, adamw), which measure it instead
+        # random features: training and theory use the closed-form rows (theory/population.population_rows); the
+        # two-layer network's fused GD loop the arc-cosine closed form (theory/two_layer_population.py). This test
+        # set serves the optimizers without a closed form (sgd, adamw), which measure it instead
         x_test = draw(data.n_test, "test")
         y_test = teacher(x_test)
     elif not exact:
@@ -193,4 +194,5 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
         gaussian_identity=gaussian_identity,
         noise_free=data.label_noise_std == 0,
         x_sigma=x_sigma,
+        teacher=spec,
     )
