@@ -593,7 +593,7 @@ class TwoLayerGDLoop:
         x, y, evaluation, opts = self._inputs
         b, n, d = x.shape
         k, m, g = y.shape[2], self.width, self.group
-        n_test = 0 if evaluation.x_test is None else evaluation.x_test.shape[1]
+        n_test = 0 if evaluation.x_test is None or evaluation.two_layer is not None else evaluation.x_test.shape[1]
         z_h, g_gz = torch.empty(g, n, m, **opts), torch.empty(g, n, m, **opts)
         acts = [z_h, z_h, g_gz, g_gz]  # z, h, g, gz: in-place relu and mask keep a member's step in L2
         r = torch.empty(g, n, k, **opts)
