@@ -80,7 +80,7 @@ def test_fig3_default_learns_its_teacher():
     assert row["L0"] >= study.START_MIN * c
     assert row["t1"] is not None and row["t2"] is not None
     assert row["t2"] >= study.PLATEAU_DECADE * row["t1"]
-    assert row["plateau_10t1"] > 2 * c
+    assert row["plateau_10t1"] >= 1.5 * c  # 2.03 c at seed 0: a plateau, not a brush past c
     assert row["L_limit"] < c
     assert row["zero"]["t2"] is not None
     assert row["t2"] >= study.RATIO_MIN * row["zero"]["t2"]
