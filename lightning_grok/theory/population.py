@@ -280,18 +280,35 @@ def population_rows(moments: FeatureMoments, basis: np.ndarray, rtol: float = 1e
 
     GD with weight decay from theta^(0) stays in span(Phi^T, theta^(0)) (Eq. 2), so that basis makes the
     population loss of the GD iterates exact at every step."""
-    q, _ = np.linalg.qr(basis)
-    g_mat = q.T @ moments.sigma_times(q)
-    g_mat = (g_mat + g_mat.T) / 2
-    lam, u = np.linalg.eigh(g_mat)
-    keep = lam > rtol * max(lam[-1], 1e-300)
-    root = np.sqrt(np.where(keep, lam, 1.0))
-    r = np.where(keep, (u.T @ (q.T @ moments.cross())) / root, 0.0)
-    rest = max(0.0, moments.target_second_moment() - float(r @ r))
-    k = q.shape[1] + 1
-    rows = np.vstack([(np.where(keep, root, 0.0)[:, None] * u.T) @ q.T, np.zeros((1, q.shape[0]))]) * math.sqrt(k)
-    targets = np.concatenate([r, [math.sqrt(rest)]]) * math.sqrt(k)
-    return rows, targets
+    return population_rows_batch(moments, [basis], rtol)[0]
+
+
+def population_rows_batch(
+    moments: FeatureMoments, bases: list[np.ndarray], rtol: float = 1e-13
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``population_rows`` for several bases of one feature map and teacher (e.g. the training sets of several
+    n): Sigma's blocks, the O(m^2 d) part, are computed once for all of them (one ``sigma_times`` call on the
+    bases side by side). Returns one (rows, targets) pair per basis, each equal to ``population_rows``'."""
+    qs = [np.linalg.qr(b)[0] for b in bases]
+    sq_all = moments.sigma_times(np.hstack(qs))
+    beta, ey2 = moments.cross(), moments.target_second_moment()
+    out = []
+    start = 0
+    for q in qs:
+        sq = sq_all[:, start : start + q.shape[1]]
+        start += q.shape[1]
+        g_mat = q.T @ sq
+        g_mat = (g_mat + g_mat.T) / 2
+        lam, u = np.linalg.eigh(g_mat)
+        keep = lam > rtol * max(lam[-1], 1e-300)
+        root = np.sqrt(np.where(keep, lam, 1.0))
+        r = np.where(keep, (u.T @ (q.T @ beta)) / root, 0.0)
+        rest = max(0.0, ey2 - float(r @ r))
+        k = q.shape[1] + 1
+        rows = np.vstack([(np.where(keep, root, 0.0)[:, None] * u.T) @ q.T, np.zeros((1, q.shape[0]))]) * math.sqrt(k)
+        targets = np.concatenate([r, [math.sqrt(rest)]]) * math.sqrt(k)
+        out.append((rows, targets))
+    return out
 
 
 def two_layer_population_loss(
