@@ -87,10 +87,11 @@ def batch_key(cfg: DictConfig) -> str | None:
         or str(t.strategy) != "auto"
         or int(t.num_nodes) != 1
         or str(t.devices).strip() not in ("auto", "1")
-        or not (t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available()))
+        or not _on_cpu(str(t.accelerator))
+        or not cfg.output_dir
     ):
         return None
-    if cfg.output_dir and last_checkpoint(Path(cfg.output_dir)).exists():
+    if last_checkpoint(Path(cfg.output_dir)).exists():
         return None  # an earlier lone attempt: ``fit`` resumes it
     container = to_container(cfg)
     for key in (*PER_MEMBER_KEYS, *PER_POINT_KEYS):
@@ -100,6 +101,17 @@ def batch_key(cfg: DictConfig) -> str | None:
             node = node.get(p, {})
         node.pop(leaf, None)
     return json.dumps(container, sort_keys=True, default=str)
+
+
+def _on_cpu(accelerator: str) -> bool:
+    """Whether a lone run with this ``trainer.accelerator`` trains on the CPU. Fork-safe: a sweep agent asks before
+    forking, so CUDA is not initialised (``torch.cuda.is_available()`` would be); ``auto`` counts as a GPU where
+    this torch has CUDA and the machine shows an NVIDIA device, or MPS is available."""
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto" or torch.backends.mps.is_available():
+        return False
+    return not torch.backends.cuda.is_built() or not any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 class _Recorder:
@@ -237,7 +249,12 @@ def fit_batch(cfgs: list[DictConfig], config_name: str = "run") -> list[tuple[in
     only; the others train), 3 diverged, 128 + N stopped by signal N (no results written for that point)."""
     keys = {batch_key(cfg) for cfg in cfgs}
     if None in keys or len(keys) != 1:
-        raise ValueError("fit_batch: the points differ in more than " + ", ".join(PER_MEMBER_KEYS))
+        raise ValueError(
+            "fit_batch: every point needs its own output_dir, fused linear GD on one CPU process and no checkpoint, "
+            "and the points may differ only in " + ", ".join(PER_MEMBER_KEYS)
+        )
+    if len({str(Path(cfg.output_dir).resolve()) for cfg in cfgs}) != len(cfgs):
+        raise ValueError("fit_batch: two points share an output_dir")
     out: list[tuple[int, dict]] = [(EXIT_CONFIG, {})] * len(cfgs)
     with SignalFlags() as flags, contextlib.ExitStack() as stack:
         points: list[tuple[int, _Point]] = []
@@ -321,3 +338,17 @@ def config_of(args: list[str]) -> tuple[DictConfig, str]:
     if cfg.wandb.name is None:
         cfg.wandb.name = run_name(cfg, list(parsed.overrides) + overrides)
     return cfg, Path(parsed.config).stem
+
+
+def batch_main(argv: list[str]) -> int:
+    """A sweep agent's batch child (``sweep.agent.Agent.run_batch``): ``argv`` = [status file, JSON list of the
+    points' ``fit`` argument lists]. Trains them with ``fit_batch`` (points the parent grouped with
+    ``same_batch``), writes their exit statuses (JSON list) to the status file, returns the worst of them."""
+    from lightning_grok.atomic import atomic_write_text
+
+    status_file, commands = Path(argv[0]), json.loads(argv[1])
+    made = [config_of(args) for args in commands]
+    results = fit_batch([cfg for cfg, _ in made], made[0][1])
+    codes = [code for code, _ in results]
+    atomic_write_text(status_file, json.dumps(codes))
+    return max(codes, key=lambda c: (c != 0, c))

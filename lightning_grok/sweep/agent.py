@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ class AgentOptions:
     grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
     max_failures: int = 3  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
+    # points claimed at once; those that differ only in per-member scalars (lambda, eta, nu^2, ...) train as one
+    # batched GD loop in one forked child (``lightning_grok.batch``); 1: one point at a time. Needs ``fork``.
+    batch: int = 1
 
 
 def _child_setup(parent: int):
@@ -196,9 +200,10 @@ class Agent:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _loop(self, started: float) -> int:
-        ran = results = failures = 0
-        while self.stop_signal is None and (self.opt.count is None or ran < self.opt.count):
+    def _claim(self, started: float, most: int) -> list[dict]:
+        """Up to ``most`` claimed records (fewer when the sweep has no more points to give)."""
+        records: list[dict] = []
+        while len(records) < most and self.stop_signal is None:
             record = self.dir.claim(
                 self.spec,
                 self.me,
@@ -207,20 +212,40 @@ class Agent:
                 stale_after=self.opt.stale_after,
             )
             if record is None:
+                break
+            records.append(record)
+        return records
+
+    def _loop(self, started: float) -> int:
+        ran = results = failures = 0
+        while self.stop_signal is None and (self.opt.count is None or ran < self.opt.count):
+            most = max(1, self.opt.batch if self.opt.fork else 1)
+            if self.opt.count is not None:
+                most = min(most, self.opt.count - ran)
+            records = self._claim(started, most)
+            if not records:
                 self.say(f"nothing left to run in {self.dir.root}")
                 break
-            if self.stop_signal is not None:
-                self.dir.release(record["name"])
-                break
-            state, exit_code = self.run_one(record)
-            ran += 1
-            self._say_progress()
-            results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
-            unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
-            failures = failures + 1 if unexpected else 0
-            if failures >= self.opt.max_failures:
-                self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
-                return EXIT_TOO_MANY_FAILURES
+            groups = self._batches(records) if len(records) > 1 else [records]
+            for i, group in enumerate(groups):
+                if self.stop_signal is not None:
+                    for rest in groups[i:]:
+                        for record in rest:
+                            self.dir.release(record["name"])
+                    break
+                outcomes = [self.run_one(group[0])] if len(group) == 1 else self.run_batch(group)
+                for state, exit_code in outcomes:
+                    ran += 1
+                    results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
+                    unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
+                    failures = failures + 1 if unexpected else 0
+                self._say_progress()
+                if failures >= self.opt.max_failures:
+                    self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
+                    for rest in groups[i + 1 :]:
+                        for record in rest:
+                            self.dir.release(record["name"])
+                    return EXIT_TOO_MANY_FAILURES
         if self.stop_signal is not None:
             self.say(f"stopped by {_signal_name(self.stop_signal)}")
             if self.stop_signal == PREEMPT_SIGNAL:
@@ -318,6 +343,89 @@ class Agent:
         if state == "failed" and exit_code not in EXPECTED_FAILURES:
             self._show_tail(log_path)
         return state, exit_code
+
+    def _batches(self, records: list[dict]) -> list[list[dict]]:
+        """Claimed records grouped into batches (``lightning_grok.batch.same_batch``): points whose configs differ
+        only in per-member scalars; a point whose command is not a forkable ``fit``, or that cannot be batched
+        (another family or optimizer, a checkpoint to resume), alone."""
+        from lightning_grok.batch import config_of, same_batch
+
+        cfgs, alone, index = [], [], []
+        for record in records:
+            args = forkable_args(record["command"])
+            try:
+                cfg = config_of(args) if args is not None else None
+            except Exception:  # noqa: BLE001 - fit itself reports a bad command; here it only runs alone
+                cfg = None
+            if cfg is None:
+                alone.append([record])
+                continue
+            cfgs.append(cfg[0])
+            index.append(record)
+        return [[index[i] for i in group] for group in same_batch(cfgs)] + alone
+
+    def run_batch(self, records: list[dict]) -> list[tuple[str, int]]:
+        """Run claimed points as one batched GD loop in one forked child; (state, exit status) per point.
+
+        The child (``lightning_grok.batch.batch_main``) writes each point's exit status to a file; a point it
+        did not finish (a signal, a crash) is recorded from its phases.json if this attempt wrote one, else by
+        the child's exit status. Its output goes to the first point's agent.log (the others' say where)."""
+        from lightning_grok.batch import batch_main
+
+        names = [r["name"] for r in records]
+        dirs = [self.dir.run_dir(r) for r in records]
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        log_path = dirs[0] / "agent.log"
+        for d in dirs[1:]:
+            with open(d / "agent.log", "a") as note:
+                note.write(f"trained in one batched GD loop with {', '.join(names)}; its log: {log_path}\n")
+        shown = "; ".join(
+            " ".join(f"{k}={r['params'][k]}" for k in self.spec.swept_names) or "(constants only)" for r in records
+        )
+        self.say(f"{', '.join(names)} started as one batched GD loop: {shown} (log: {log_path})")
+        fd, status_path = tempfile.mkstemp(prefix=".batch-", suffix=".json", dir=self.dir.root)
+        os.close(fd)
+        os.unlink(status_path)
+        commands = [forkable_args(r["command"]) for r in records]
+        t0 = time.time()
+        with open(log_path, "ab") as log:
+            proc = ForkedRun(
+                [status_path, json.dumps(commands)],
+                log.fileno(),
+                child_env(),
+                _child_setup(os.getpid()),
+                target=batch_main,
+            )
+            for name in names:
+                self.dir.update(name, child_pid=proc.pid)
+            with contextlib.ExitStack() as beats:
+                for name in names:
+                    beats.enter_context(_Heartbeat(self.dir, name, self.opt.heartbeat_every))
+                exit_code = self._wait(proc)
+        try:
+            codes = json.loads(Path(status_path).read_text())
+        except (OSError, ValueError):
+            codes = None
+        finally:
+            Path(status_path).unlink(missing_ok=True)
+        outcomes = []
+        for i, (name, run_dir) in enumerate(zip(names, dirs, strict=True)):
+            run = self._result_since(run_dir, t0)
+            code = codes[i] if codes is not None else exit_code
+            if codes is None and run is not None and run.status in ("completed", "diverged"):
+                code = EXIT_OK if run.status == "completed" else EXIT_DIVERGED  # ended before the child did
+            result = result_of(run) if run is not None else None
+            state, reason = classify(code, self.stop_signal, run.status if run is not None else None)
+            self.dir.finish(name, state, code, result, reason)
+            times = ""
+            if run is not None:
+                times = f": t1={format_value(run.t_overfit)} t2={format_value(run.t_generalize)} ({run.status})"
+            self.say(f"{name} {state}{f' ({reason})' if reason else ''} after {time.time() - t0:.1f} s{times}")
+            outcomes.append((state, code))
+        if any(s == "failed" and c not in EXPECTED_FAILURES for s, c in outcomes):
+            self._show_tail(log_path)
+        return outcomes
 
     @staticmethod
     def _result_since(run_dir: Path, t0: float) -> RunResult | None:
