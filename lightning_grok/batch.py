@@ -4,9 +4,14 @@ Points of a sweep panel often differ only in numbers that enter each member's ow
 the weight decay lambda (``optim.weight_decay``) and the step size eta (``optim.lr``), which enter Eq. (2)
 as theta_{t+1} = (1 - eta lambda) theta_t - (eta/n) grad L_n(theta_t) per member, and the scalars that
 only shape a member's sampled pieces (``seed``, nu^2 = ``model.init_scale``, ``data.label_noise_std``,
-``data.teacher_norm``). ``fit_batch`` trains such points as the members of one fused linear GD loop
+``data.teacher_norm``). ``fit_batch`` trains such points as the members of fused linear GD loops
 (``gd_loops.LinearGDLoop`` / ``RowSpaceGDLoop`` with per-member eta and lambda), each member built from its
-own point's config (``experiment.build``), so each member follows the very iterates of its point run alone.
+own point's config (``experiment.build``), so each member follows the iterates of its point run alone (the
+row-space loop computes the same numbers; the parameter-space loop's update may round differently in the last
+bit). On a CPU the points go into loops of at most ``gd_loops.CPU_GROUP_BYTES`` of per-step matrices (the
+L2 cache; ``_groups``), all stepped through the same calls: what batching saves is each point's Lightning,
+Trainer and per-call costs, not GEMM speed. Sweep agents use it with ``lightning-grok sweep --batch N`` and in
+``reproduce`` (``--no-batch`` turns it off).
 
 Per point it writes what ``experiment.fit`` writes, from the same code: ``config.yaml``, ``phases.json``
 and ``curves.json`` (``PhaseTransitionCallback`` of the point, fed the point's columns of every chunk), the
@@ -52,7 +57,7 @@ from lightning_grok.experiment import (
     build,
     check_stability,
 )
-from lightning_grok.gd_loops import Chunk
+from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk
 from lightning_grok.lightning_module import FIRST_CALL_STEPS, GrokkingModule
 from lightning_grok.members import describe_population
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
@@ -133,7 +138,7 @@ class _PointTrainer:
     should_stop: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class _Point:
     cfg: DictConfig
     output_dir: Path
@@ -274,52 +279,72 @@ def fit_batch(cfgs: list[DictConfig], config_name: str = "run") -> list[tuple[in
     return out
 
 
+def _member_bytes(module: GrokkingModule) -> int:
+    """Numbers one member's GD step reads (bytes): M (n x n) in the row space, Phi (n x m) in parameter space."""
+    n, (m, _) = module.tensors[0].n_train, module.model.trainable.shape
+    size = next(module.model.parameters()).element_size()
+    return (n * n if module.rowspace else n * m) * size
+
+
+def _groups(active: list[_Point]) -> list[list[_Point]]:
+    """Consecutive points in loops of at most ``CPU_GROUP_BYTES`` of per-step numbers (a point's members never
+    split; a point over the budget is a loop of its own). One loop over every member is no faster per member-step
+    on a CPU once its matrices leave the core's L2 cache (ridge defaults: 63,000 member-steps/s at 40 members
+    against 69,600 at 5), while the per-call costs are shared either way."""
+    groups: list[list[_Point]] = []
+    used = 0
+    for p in active:
+        need = _member_bytes(p.module) * len(p.module.members)
+        if groups and used + need <= CPU_GROUP_BYTES:
+            groups[-1].append(p)
+            used += need
+        else:
+            groups.append([p])
+            used = need
+    return groups
+
+
 def _train(active: list[_Point], flags: SignalFlags) -> None:
-    """GD for every active point at once, in the chunks of a lone run, each point leaving when it ends."""
+    """GD for every active point, in the chunks of a lone run, each point leaving when it ends. Each call runs the
+    batched loop of every group (``_groups``) for the same steps."""
     first = active[0].module
     max_steps, per_call, ramp = first.max_steps, first.steps_per_call, first.ramp_up
-    gd_step, loop = 0, None
+    gd_step = 0
+    loops = [(_loop_of(group), group) for group in _groups(active)]
     while active and flags.stop is None:
-        if loop is None:
-            loop = _loop_of(active)
         steps = min(per_call, max_steps - gd_step)
         if ramp:  # as GrokkingModule.training_step
             steps = min(steps, max(FIRST_CALL_STEPS, gd_step))
-        members = [m for p in active for m in p.module.members]
-        theta = torch.stack([m.trainable.data for m in members])
-        chunk = loop._loop.run(theta, gd_step, steps, loop.log_steps)
-        for m, th in zip(members, theta, strict=True):
-            m.trainable.data.copy_(th)
+        ended = []
+        for loop, group in loops:
+            members = [m for p in group for m in p.module.members]
+            theta = torch.stack([m.trainable.data for m in members])
+            chunk = loop._loop.run(theta, gd_step, steps, loop.log_steps)
+            for m, th in zip(members, theta, strict=True):
+                m.trainable.data.copy_(th)
+            lo = 0
+            for p in group:
+                hi = lo + len(p.module.members)
+                sub = _columns(chunk, lo, hi)
+                lo = hi
+                module = p.module
+                module.gd_step = gd_step + steps
+                module._check_divergence(sub)
+                module.last_chunk = sub
+                p.phases.on_train_batch_end(p.trainer, module, None, None, 0)
+                if module.gd_step >= max_steps or module.diverged_at is not None or p.trainer.should_stop:
+                    ended.append(p)
         gd_step += steps
-        lo, ended = 0, []
-        for p in active:
-            hi = lo + len(p.module.members)
-            sub = _columns(chunk, lo, hi)
-            lo = hi
-            module = p.module
-            module.gd_step = gd_step
-            module._check_divergence(sub)
-            module.last_chunk = sub
-            p.phases.on_train_batch_end(p.trainer, module, None, None, 0)
-            if gd_step >= max_steps or module.diverged_at is not None or p.trainer.should_stop:
-                ended.append(p)
         for p in ended:
             _finish(p)
             active.remove(p)
-            loop = None  # rebuilt over the remaining members
-
-
-def same_batch(cfgs: list[DictConfig]) -> list[list[int]]:
-    """Indices of ``cfgs`` grouped by ``batch_key`` (first-seen order); unbatchable points alone."""
-    groups: dict[str, list[int]] = {}
-    alone: list[list[int]] = []
-    for i, cfg in enumerate(cfgs):
-        key = batch_key(cfg)
-        if key is None:
-            alone.append([i])
-        else:
-            groups.setdefault(key, []).append(i)
-    return [*groups.values(), *alone]
+        if ended:  # a group that lost points is rebuilt over its remaining members (a QR of their features)
+            kept = []
+            for loop, group in loops:
+                rest = [p for p in group if p not in ended]
+                if rest:
+                    kept.append((loop, group) if len(rest) == len(group) else (_loop_of(rest), rest))
+            loops = kept
 
 
 def config_of(args: list[str]) -> tuple[DictConfig, str]:
@@ -342,8 +367,8 @@ def config_of(args: list[str]) -> tuple[DictConfig, str]:
 
 def batch_main(argv: list[str]) -> int:
     """A sweep agent's batch child (``sweep.agent.Agent.run_batch``): ``argv`` = [status file, JSON list of the
-    points' ``fit`` argument lists]. Trains them with ``fit_batch`` (points the parent grouped with
-    ``same_batch``), writes their exit statuses (JSON list) to the status file, returns the worst of them."""
+    points' ``fit`` argument lists]. Trains them with ``fit_batch`` (the parent claimed points of equal
+    ``batch_key``), writes their exit statuses (JSON list) to the status file, returns the worst of them."""
     from lightning_grok.atomic import atomic_write_text
 
     status_file, commands = Path(argv[0]), json.loads(argv[1])

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,8 @@ def assert_same(batched, alone, path: str = "", abs_tol: float = 1e-300) -> None
         assert isinstance(batched, list) and len(batched) == len(alone), path
         for i, (b, a) in enumerate(zip(batched, alone, strict=True)):
             assert_same(b, a, f"{path}[{i}]", abs_tol)
+    elif isinstance(alone, Path):  # a folder of the run (two output roots): the same name
+        assert isinstance(batched, Path) and batched.name == alone.name, path
     elif isinstance(alone, float) and isinstance(batched, float):
         assert math.isclose(batched, alone, rel_tol=RTOL, abs_tol=abs_tol) or (
             math.isnan(batched) and math.isnan(alone)
@@ -134,6 +139,40 @@ def test_per_member_lr_and_weight_decay_equal_each_member_alone(loop):
         torch.testing.assert_close(chunk.test_loss[:, i : i + 1], one.test_loss, rtol=1e-12, atol=0)
 
 
+def test_a_stopped_batch_keeps_finished_points_and_a_rerun_completes_the_rest(tmp_path: Path):
+    """SIGTERM once the first point has written its results: the batch stops at the next chunk boundary; finished
+    points keep their files, unfinished ones have no phases.json (exit 143); fit_batch on those finishes them equal
+    to their lone runs."""
+    long = ("data.n_train=30", "model.width=100", "trainer.max_steps=100000", "phases.stop_margin=0.02")
+    wds = ("3e-2", "1e-2", "1e-5")  # the last runs all 100,000 steps
+    cfgs = [
+        load("ridge.yaml", *long, f"optim.weight_decay={wd}", f"output_dir={tmp_path}/b{i}") for i, wd in enumerate(wds)
+    ]
+
+    def stop_after_first() -> None:
+        while not (tmp_path / "b0" / "phases.json").exists():
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=stop_after_first, daemon=True)
+    thread.start()
+    first = fit_batch(cfgs, "ridge")
+    thread.join(timeout=60)
+    assert first[0][0] == 0 and first[-1][0] == 143
+    unfinished = []
+    for i, (code, result) in enumerate(first):
+        assert code in (0, 143)
+        if code == 143:
+            assert result == {} and not (tmp_path / f"b{i}" / "phases.json").exists()
+            assert (tmp_path / f"b{i}" / "config.yaml").exists() and not (tmp_path / f"b{i}" / "checkpoints").exists()
+            unfinished.append(i)
+    rerun = fit_batch([cfgs[i] for i in unfinished], "ridge")
+    assert all(code == 0 for code, _ in rerun)
+    for i, wd in enumerate(wds):
+        _, alone = fit(load("ridge.yaml", *long, f"optim.weight_decay={wd}", f"output_dir={tmp_path}/s{i}"), "ridge")
+        assert_same(without_dir(json.loads((tmp_path / f"b{i}" / "phases.json").read_text())), without_dir(alone))
+
+
 # ---- through the sweep agent ------------------------------------------------------------------------------------
 def test_sweep_agent_batches_a_panel_and_each_point_equals_its_lone_run(tmp_path: Path):
     params = {
@@ -186,3 +225,40 @@ def test_sweep_agent_batches_a_panel_and_each_point_equals_its_lone_run(tmp_path
         assert_same(without_dir(phases), without_dir(alone))
         steps.add(phases["steps_run"])
     assert len(steps) == 3 and 2000 in steps  # two points left the batch before the third ended
+
+
+# ---- through reproduce ------------------------------------------------------------------------------------------
+def test_reproduce_batches_a_panel_and_no_batch_runs_the_same_points_alone(tmp_path: Path):
+    """``reproduce fig2 --quick``: its lambda and nu^2 panels (3 points x 2 seeds each) train batched by default;
+    every point's phases.json equals the one ``--no-batch`` writes, and so does the figure's data."""
+    from lightning_grok.reproduce import reproduce
+
+    env = dict(os.environ, WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    opts = {"quick": True, "overrides": ("wandb.mode=disabled",), "env": env}
+    batched = reproduce("fig2", tmp_path / "batched", **opts)["fig2"]
+    alone = reproduce("fig2", tmp_path / "alone", batch=False, **opts)["fig2"]
+    assert batched["status"] == alone["status"] == 0
+    notes = list((tmp_path / "batched").rglob("agent.log"))
+    assert sum("trained in one batched GD loop" in p.read_text() for p in notes) == 4  # 2 panels x 2 followers
+    assert not any("batched" in p.read_text() for p in (tmp_path / "alone").rglob("agent.log"))
+
+    def by_point(root: Path) -> dict[str, dict]:
+        out = {}
+        for state in root.rglob("state.json"):
+            for rec in json.loads(state.read_text())["runs"].values():
+                phases = json.loads((state.parent / rec["output_dir"] / "phases.json").read_text())
+                out[f"{state.parent.name} {json.dumps(rec['params'], sort_keys=True)}"] = without_dir(phases)
+        return out
+
+    points_b, points_a = by_point(tmp_path / "batched"), by_point(tmp_path / "alone")
+    assert set(points_b) == set(points_a) and len(points_b) == 12
+    for key, phases in points_a.items():
+        assert_same(points_b[key], phases, key)
+    panels_b, panels_a = batched["data"]["panels"], alone["data"]["panels"]
+    assert set(panels_b) == set(panels_a)
+    for key, panel in panels_a.items():  # wall times aside
+        assert_same(
+            {k: v for k, v in panels_b[key].items() if k != "run_seconds"},
+            {k: v for k, v in panel.items() if k != "run_seconds"},
+            key,
+        )

@@ -238,7 +238,8 @@ def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[st
 
 
 def _run_seconds(folder: Path | None) -> float | None:
-    """Sum of the durations of the finished runs recorded in a sweep directory's state.json (seconds)."""
+    """Sum of the durations of the finished runs recorded in a sweep directory's state.json (seconds); the points
+    of one batched GD loop (their records' ``batch``, ``lightning_grok.batch``) share their one duration."""
     if folder is None:
         return None
     try:
@@ -246,7 +247,7 @@ def _run_seconds(folder: Path | None) -> float | None:
     except (OSError, ValueError):
         return None
     return sum(
-        (r.get("ended_at") or 0) - (r.get("started_at") or 0)
+        ((r.get("ended_at") or 0) - (r.get("started_at") or 0)) / max(1, len(r.get("batch") or ()))
         for r in state.get("runs", {}).values()
         if r.get("state") == "finished" and r.get("ended_at")
     )

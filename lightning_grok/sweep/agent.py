@@ -201,8 +201,10 @@ class Agent:
                 signal.signal(sig, handler)
 
     def _claim(self, started: float, most: int) -> list[dict]:
-        """Up to ``most`` claimed records (fewer when the sweep has no more points to give)."""
+        """The next point, and with ``most`` > 1 the points after it that can train in one batched GD loop with it
+        (equal ``batch.batch_key``), up to ``most``; the first that cannot is released at once for any agent."""
         records: list[dict] = []
+        key = None
         while len(records) < most and self.stop_signal is None:
             record = self.dir.claim(
                 self.spec,
@@ -213,8 +215,29 @@ class Agent:
             )
             if record is None:
                 break
+            if most > 1:
+                this = self._batch_key(record)
+                if records and (this is None or this != key):
+                    self.dir.release(record["name"])
+                    break
+                key = this
+                if this is None:
+                    return [record]
             records.append(record)
         return records
+
+    @staticmethod
+    def _batch_key(record: dict) -> str | None:
+        """``batch.batch_key`` of a claimed point's config; None for a command that is not a forkable ``fit``."""
+        from lightning_grok.batch import batch_key, config_of
+
+        args = forkable_args(record["command"])
+        if args is None:
+            return None
+        try:
+            return batch_key(config_of(args)[0])
+        except Exception:  # noqa: BLE001 - fit itself reports a bad command; here the point only runs alone
+            return None
 
     def _loop(self, started: float) -> int:
         ran = results = failures = 0
@@ -226,26 +249,20 @@ class Agent:
             if not records:
                 self.say(f"nothing left to run in {self.dir.root}")
                 break
-            groups = self._batches(records) if len(records) > 1 else [records]
-            for i, group in enumerate(groups):
-                if self.stop_signal is not None:
-                    for rest in groups[i:]:
-                        for record in rest:
-                            self.dir.release(record["name"])
-                    break
-                outcomes = [self.run_one(group[0])] if len(group) == 1 else self.run_batch(group)
-                for state, exit_code in outcomes:
-                    ran += 1
-                    results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
-                    unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
-                    failures = failures + 1 if unexpected else 0
-                self._say_progress()
-                if failures >= self.opt.max_failures:
-                    self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
-                    for rest in groups[i + 1 :]:
-                        for record in rest:
-                            self.dir.release(record["name"])
-                    return EXIT_TOO_MANY_FAILURES
+            if self.stop_signal is not None:
+                for record in records:
+                    self.dir.release(record["name"])
+                break
+            outcomes = [self.run_one(records[0])] if len(records) == 1 else self.run_batch(records)
+            for state, exit_code in outcomes:
+                ran += 1
+                results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
+                unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
+                failures = failures + 1 if unexpected else 0
+            self._say_progress()
+            if failures >= self.opt.max_failures:
+                self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
+                return EXIT_TOO_MANY_FAILURES
         if self.stop_signal is not None:
             self.say(f"stopped by {_signal_name(self.stop_signal)}")
             if self.stop_signal == PREEMPT_SIGNAL:
@@ -344,26 +361,6 @@ class Agent:
             self._show_tail(log_path)
         return state, exit_code
 
-    def _batches(self, records: list[dict]) -> list[list[dict]]:
-        """Claimed records grouped into batches (``lightning_grok.batch.same_batch``): points whose configs differ
-        only in per-member scalars; a point whose command is not a forkable ``fit``, or that cannot be batched
-        (another family or optimizer, a checkpoint to resume), alone."""
-        from lightning_grok.batch import config_of, same_batch
-
-        cfgs, alone, index = [], [], []
-        for record in records:
-            args = forkable_args(record["command"])
-            try:
-                cfg = config_of(args) if args is not None else None
-            except Exception:  # noqa: BLE001 - fit itself reports a bad command; here it only runs alone
-                cfg = None
-            if cfg is None:
-                alone.append([record])
-                continue
-            cfgs.append(cfg[0])
-            index.append(record)
-        return [[index[i] for i in group] for group in same_batch(cfgs)] + alone
-
     def run_batch(self, records: list[dict]) -> list[tuple[str, int]]:
         """Run claimed points as one batched GD loop in one forked child; (state, exit status) per point.
 
@@ -398,7 +395,7 @@ class Agent:
                 target=batch_main,
             )
             for name in names:
-                self.dir.update(name, child_pid=proc.pid)
+                self.dir.update(name, child_pid=proc.pid, batch=names)  # one duration for all (collect._run_seconds)
             with contextlib.ExitStack() as beats:
                 for name in names:
                     beats.enter_context(_Heartbeat(self.dir, name, self.opt.heartbeat_every))
