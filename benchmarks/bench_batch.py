@@ -9,6 +9,9 @@ point a member of one row-space GD loop with its own lambda, leaving the loop at
 phases.json and curves.json; W&B disabled. Prints the median wall time of each and the ratio separate / batched
 (> 1: batching is faster), with the load average (``os.getloadavg``) before and after, and checks that every
 point's t1, t2 and steps run are the same both ways.
+
+Measured (2 shared CPU cores, one thread, load average 5.3-5.8 from other processes, 5 repetitions): 8 points,
+1 seed each: 1.60 s batched vs 2.54 s separate (1.59x); 5 seeds each: 4.71 s vs 5.71 s (1.21x).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from lightning_grok.experiment import (
     build,
     check_stability,
 )
-from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk
+from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk, _blocks_to_fill, eval_points
 from lightning_grok.lightning_module import FIRST_CALL_STEPS, GrokkingModule
 from lightning_grok.members import describe_population
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
@@ -155,11 +156,30 @@ class _Point:
         return self.built.module
 
 
-def _columns(chunk: Chunk, lo: int, hi: int) -> Chunk:
-    """The records of members lo..hi-1 of a chunk."""
-    ev = None if chunk.evaluated is None else chunk.evaluated[:, lo:hi]
+def _columns(chunk: Chunk, lo: int, hi: int, loop: GrokkingModule) -> Chunk:
+    """The records of members lo..hi-1 of a chunk, with the test side evaluated where their lone run evaluates it.
+
+    Under sparse evaluation (gd_loops' module docstring) a loop evaluates every step of a block where any of its
+    members crosses a threshold; a lone run fills only its own members' blocks. The other filled rows are set back
+    to NaN / not evaluated, so that what the point measures (its envelope checks included) is its lone run's."""
+    evaluated = None if chunk.evaluated is None else chunk.evaluated[:, lo:hi]
     extras = {k: v[:, lo:hi] for k, v in chunk.extras.items()}
-    return Chunk(chunk.start, chunk.train_loss[:, lo:hi], chunk.test_loss[:, lo:hi], extras, ev)
+    test = chunk.test_loss[:, lo:hi]
+    if evaluated is not None:
+        gd = loop._loop
+        steps = len(chunk)
+        points = eval_points(chunk.start, steps, gd.every, loop.log_steps).to(test.device)
+        values = {"loss": test[points]} | {k: v[points] for k, v in extras.items() if k.startswith("test_")}
+        keep = torch.zeros(steps, dtype=torch.bool, device=test.device)
+        keep[points] = True
+        fill = _blocks_to_fill(points.cpu(), values, gd.ev)
+        if fill is not None:
+            keep[fill.to(test.device)] = True
+        evaluated = evaluated & keep[:, None]
+        nan = torch.tensor(math.nan, dtype=test.dtype, device=test.device)
+        test = torch.where(evaluated, test, nan)
+        extras = {k: torch.where(evaluated, v, nan) if k.startswith("test_") else v for k, v in extras.items()}
+    return Chunk(chunk.start, chunk.train_loss[:, lo:hi], test, extras, evaluated)
 
 
 def _loop_of(points: list[_Point]) -> GrokkingModule:
@@ -325,7 +345,7 @@ def _train(active: list[_Point], flags: SignalFlags) -> None:
             lo = 0
             for p in group:
                 hi = lo + len(p.module.members)
-                sub = _columns(chunk, lo, hi)
+                sub = _columns(chunk, lo, hi, loop)
                 lo = hi
                 module = p.module
                 module.gd_step = gd_step + steps

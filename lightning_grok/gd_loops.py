@@ -60,7 +60,9 @@ def _values(value: Scalars, members: int, name: str) -> list[float]:
     """``value`` as B Python floats (a scalar repeated)."""
     if isinstance(value, int | float):
         return [float(value)] * members
-    vals = [float(v) for v in (value.tolist() if isinstance(value, torch.Tensor) else value)]
+    vals = [float(v) for v in (value.reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)]
+    if len(vals) == 1:
+        return vals * members
     if len(vals) != members:
         raise ValueError(f"{name}: {len(vals)} values for {members} members")
     return vals
@@ -200,7 +202,8 @@ def _sparse_records(
 
 class LinearGDLoop:
     """Fused full-batch GD for B independent members at once (B = 1 for a single run), batched over members:
-    phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B)."""
+    phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B). ``lr`` and ``weight_decay``:
+    one eta and lambda for all, or one per member (``decay_and_scale``)."""
 
     def __init__(
         self,

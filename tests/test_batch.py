@@ -92,6 +92,38 @@ def test_batched_points_equal_the_points_run_alone(tmp_path: Path, kernel: str):
     assert all(r["members"][0]["t_generalize"] is not None for _, r in batched[:-1])
 
 
+def test_random_features_with_a_sampled_test_set_evaluate_where_their_lone_runs_do(tmp_path: Path):
+    """Sparse evaluation (a test set of 500 points costs more than a step): the batch fills the blocks where any
+    member crosses c, each point keeps only its own, so its t2, envelopes and curves are its lone run's."""
+    from lightning_grok.gd_loops import auto_eval_every
+
+    args = (
+        "data.n_train=30",
+        "data.input_dim=20",
+        "model.width=200",
+        "data.population=sampled",
+        "data.n_test=500",
+        "trainer.max_steps=3000",
+        "phases.stop_margin=0.02",
+        "trainer.kernel=parameter",
+    )
+    assert auto_eval_every(2 * 30 * 200, 500 * 200) > 1
+    wds = ("3e-3", "1e-3", "3e-4")
+    cfgs = [
+        load("random_features.yaml", *args, f"optim.weight_decay={wd}", f"output_dir={tmp_path}/b{i}")
+        for i, wd in enumerate(wds)
+    ]
+    batched = fit_batch(cfgs, "random_features")
+    for i, wd in enumerate(wds):
+        _, alone = fit(
+            load("random_features.yaml", *args, f"optim.weight_decay={wd}", f"output_dir={tmp_path}/s{i}"),
+            "random_features",
+        )
+        assert batched[i][0] == 0
+        assert_same(without_dir(batched[i][1]), without_dir(alone))
+    assert batched[0][1]["t_generalize"] is not None
+
+
 def test_a_rejected_point_leaves_the_others_training(tmp_path: Path):
     """lr beyond the stability limit: that point is refused (exit 2, no directory left), the others train."""
     cfgs = [
