@@ -63,6 +63,7 @@ from lightning_grok.lightning_module import FIRST_CALL_STEPS, GrokkingModule
 from lightning_grok.members import describe_population
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
+from lightning_grok.threads import CpuShare
 from lightning_grok.trainer_checks import check_trainer
 from lightning_grok.wandb_logger import make_logger
 
@@ -281,7 +282,8 @@ def fit_batch(cfgs: list[DictConfig], config_name: str = "run") -> list[tuple[in
     if len({str(Path(cfg.output_dir).resolve()) for cfg in cfgs}) != len(cfgs):
         raise ValueError("fit_batch: two points share an output_dir")
     out: list[tuple[int, dict]] = [(EXIT_CONFIG, {})] * len(cfgs)
-    with SignalFlags() as flags, contextlib.ExitStack() as stack:
+    # one process, one entry in the CPU ledger: torch's threads as for one lone run (``threads.CpuShare``)
+    with SignalFlags() as flags, CpuShare(cfgs[0].trainer.threads) as share, contextlib.ExitStack() as stack:
         points: list[tuple[int, _Point]] = []
         for i, cfg in enumerate(cfgs):
             try:
@@ -293,7 +295,8 @@ def fit_batch(cfgs: list[DictConfig], config_name: str = "run") -> list[tuple[in
                 out[i] = (EXIT_IO, {})
         active = [p for _, p in points]
         if active:
-            _train(active, flags)
+            print(f"lightning-grok: {share.describe()}")
+            _train(active, flags, share)
         for i, p in points:
             out[i] = (p.status if p.status is not None else 128 + int(flags.stop or 15), p.result)
     return out
@@ -324,7 +327,7 @@ def _groups(active: list[_Point]) -> list[list[_Point]]:
     return groups
 
 
-def _train(active: list[_Point], flags: SignalFlags) -> None:
+def _train(active: list[_Point], flags: SignalFlags, share: CpuShare | None = None) -> None:
     """GD for every active point, in the chunks of a lone run, each point leaving when it ends. Each call runs the
     batched loop of every group (``_groups``) for the same steps."""
     first = active[0].module
@@ -355,6 +358,8 @@ def _train(active: list[_Point], flags: SignalFlags) -> None:
                 if module.gd_step >= max_steps or module.diverged_at is not None or p.trainer.should_stop:
                     ended.append(p)
         gd_step += steps
+        if share is not None:  # as RunControl between chunks: the threads follow the runs beside this one
+            share.refresh()
         for p in ended:
             _finish(p)
             active.remove(p)

@@ -119,6 +119,7 @@ class TrainerConfig:
     checkpoint_every: int = 0  # GD steps between checkpoints; 0 = only at the end (and on SLURM signal)
     checkpoint_minutes: float = 5.0  # wall-clock minutes between checkpoints: what a kill -9 can cost; 0 = off
     eval_every: int = 0  # test-set population loss every s-th GD step (t1, t2 stay exact); 0 = auto, 1 = every step
+    threads: int = 0  # torch intra-op threads; 0 = usable CPUs / lightning_grok runs sharing them (threads.py)
 
 
 @dataclass
@@ -406,6 +407,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.checkpoint_every", *nonneg),
         ("trainer.checkpoint_minutes", *nonneg),
         ("trainer.eval_every", *nonneg),
+        ("trainer.threads", *nonneg),
         ("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}"),
         ("wandb.log_points", *atleast1),
     ]

@@ -35,6 +35,7 @@ from lightning_grok.signals import SignalFlags
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.problem import closed_form
 from lightning_grok.theory.run_theory import RunTheory
+from lightning_grok.threads import CpuShare
 from lightning_grok.trainer_checks import check_trainer
 from lightning_grok.wandb_logger import make_logger
 
@@ -145,10 +146,14 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
     if rank_zero_only.rank == 0:
         print(f"lightning-grok: run directory {output_dir}")
     rank_zero = rank_zero_only.rank == 0  # DDP ranks share the directory: rank 0 owns the lock and the config
-    with SignalFlags() as flags, RunLock(output_dir) if rank_zero else contextlib.nullcontext():
+    with (
+        SignalFlags() as flags,
+        RunLock(output_dir) if rank_zero else contextlib.nullcontext(),
+        CpuShare(cfg.trainer.threads) as share,
+    ):
         try:
             check_identity(output_dir, config)
-            return _fit(cfg, config, output_dir, built, flags, rank_zero)
+            return _fit(cfg, config, output_dir, built, flags, rank_zero, share)
         except ConfigError:
             if created and rank_zero:  # refused before training: remove the directory this process made
                 shutil.rmtree(output_dir, ignore_errors=True)
@@ -164,8 +169,16 @@ def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -
 
 
 def _fit(
-    cfg: DictConfig, config: dict, output_dir: Path, built: Built | None, flags: SignalFlags, rank_zero: bool
+    cfg: DictConfig,
+    config: dict,
+    output_dir: Path,
+    built: Built | None,
+    flags: SignalFlags,
+    rank_zero: bool,
+    share: CpuShare,
 ) -> tuple[int, dict]:
+    if rank_zero:
+        print(f"lightning-grok: {share.describe()}")
     built = built or build(cfg)
     check_stability(built)
     resume = resume_checkpoint(output_dir, built.module.config_fingerprint, warn=_warn if rank_zero else _quiet)
@@ -185,7 +198,7 @@ def _fit(
         theory_note=built.theory_note,
     )
     control = RunControl(
-        flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes
+        flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes, share
     )
     callbacks = [phases, control] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
     module = built.module

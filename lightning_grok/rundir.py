@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = (
     "trainer.progress_bar",
     "trainer.checkpoint_every",
     "trainer.checkpoint_minutes",
+    "trainer.threads",
     "output_dir",
     "wandb.",
 )

@@ -62,9 +62,14 @@ def test_quick_figure_writes_png_pdf_json_and_fits(quick, name):
         assert panel["settings"]["trainer.progress_bar"] == {"value": False}
     assert len(data["fits"]) == len(FIGURES[name].fits)
     assert all(f["law"] for f in data["fits"])
+    assert len(data["bound_checks"]) == len(FIGURES[name].bounds)
+    assert [c["text"] for c in data["claims"]] == [c.text for c in FIGURES[name].claims]
     if data["fits"] or data["comparisons"]:
         assert "| law |" in res["fits_md"].read_text()
-    else:  # a figure without a scaling law gets no empty fits table
+    if data["claims"]:
+        assert "| caption |" in res["fits_md"].read_text()
+    if not (data["fits"] or data["comparisons"] or data["bound_checks"] or data["claims"]):
+        # a figure with nothing to judge gets no empty fits table
         assert res["fits_md"] is None and not (out / f"{name}_fits.md").exists()
 
 
@@ -99,6 +104,11 @@ def test_fig2_quick_slope_and_bounds(quick):
     for name in ("eq7_t_generalize_lower", "eq8_t_generalize_lower"):
         assert set(data["bound_verdicts"][name]) == {"holds"}
     assert not any("violated" in v for v in data["bound_verdicts"].values())
+    # judged as bounds: Eq. (6) bounds t1 from above at every seed where it is claimed, well below 1 (slack)
+    checks = {(b["bound"], b["panel"]): b for b in data["bound_checks"]}
+    eq6 = checks["eq6_t_overfit_upper", "n_train"]
+    assert eq6["verdict"] == "holds" and eq6["on_side"] == eq6["claimed"] > 0 and eq6["ratio_max"] < 1
+    assert all(b["verdict"] == "holds" for b in data["bound_checks"])
     # measured times equal the exact dynamics at every point
     for panel in data["panels"].values():
         for point in panel["points"]:

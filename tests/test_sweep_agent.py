@@ -521,3 +521,28 @@ def test_a_grid_sweep_whose_metric_changed_keeps_its_directory(tmp_path: Path):
     )
     with pytest.raises(SweepSpecError, match="holds a different sweep"):
         SweepDir(bayes).init(load_spec(other_metric, sweep_dir=bayes))
+
+
+def test_with_a_priority_claims_take_the_longest_point_first(tmp_path: Path, monkeypatch):
+    """reproduce's order (reproduce/schedule.py): smaller eta * lambda means a later t2, so that point goes first,
+    and the estimate follows the theory's t2 at the ridge defaults within a factor of 2."""
+    from lightning_grok.reproduce.schedule import point_steps, priority
+
+    monkeypatch.chdir(REPO)
+    lams = [1e-3, 1e-4, 3e-3, 3e-4]
+    sweep = write_sweep(
+        tmp_path / "order.yaml", {"optim.weight_decay": {"values": lams}, "phases.stop_margin": {"value": 0.05}}
+    )
+    spec = load_spec(sweep, sweep_dir=tmp_path / "d")
+    sd = SweepDir(tmp_path / "d")
+    sd.init(spec)
+    import yaml
+
+    key = priority(yaml.safe_load(sweep.read_text()))
+    me = AgentInfo.current()
+    order = [sd.claim(spec, me, priority=key)["params"]["optim.weight_decay"] for _ in lams]
+    assert order == sorted(lams)  # 1e-4 (t2 ~ 2.3e4 steps) first, 3e-3 last
+    assert sd.claim(spec, me, priority=key) is None
+    config = yaml.safe_load((REPO / "configs" / "ridge.yaml").read_text())
+    estimate = point_steps(config, {"phases.stop_margin": 0.0})
+    assert 23320 / 2 < estimate < 2 * 23320  # the exact t2 of configs/ridge.yaml (tests/test_exact.py)

@@ -8,6 +8,8 @@ a checkpoint taken there is at a chunk boundary whatever the order of the callba
   checkpoint, writes ``phases.json`` with ``status: interrupted`` and exits 128 + signal.
 * SIGUSR1 saves a checkpoint; in a SLURM batch job it then requeues the job (``scontrol requeue``), as
   Lightning's ``SLURMEnvironment(auto_requeue=True)`` does, and SLURM stops this run by SIGTERM.
+* The run's share of the CPUs (``threads.CpuShare``) is re-read, so torch's threads follow the runs that
+  start and end beside it.
 * ``trainer.checkpoint_every`` > 0 saves a checkpoint each time the GD step passes a multiple of it, and
   ``trainer.checkpoint_minutes`` > 0 each time that much wall-clock time has passed since the last one:
   all that a kill -9 can cost.
@@ -30,13 +32,20 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_grok.signals import SignalFlags, slurm_job_id
+from lightning_grok.threads import CpuShare
 
 
 class RunControl(Callback):
     def __init__(
-        self, flags: SignalFlags, checkpoint_path: Path, checkpoint_every: int = 0, checkpoint_minutes: float = 0.0
+        self,
+        flags: SignalFlags,
+        checkpoint_path: Path,
+        checkpoint_every: int = 0,
+        checkpoint_minutes: float = 0.0,
+        cpu_share: CpuShare | None = None,
     ):
         self.flags = flags
+        self.cpu_share = cpu_share
         self.checkpoint_path = Path(checkpoint_path)
         self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_seconds = 60.0 * float(checkpoint_minutes)
@@ -54,6 +63,8 @@ class RunControl(Callback):
         self._act(trainer, pl_module)  # a signal during set-up stops before the first chunk
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cpu_share is not None:
+            self.cpu_share.refresh()
         self._act(trainer, pl_module)
 
     def _act(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -25,20 +25,24 @@ the offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quic
 
 Outputs: ``<out>/<figure>.png`` and ``.pdf``, ``<out>/<figure>.json`` (every plotted number: per point the
 seeds' t1 and t2 in GD steps, the exact-dynamics times, the bounds and their verdicts; the scaling-law fits;
-the wall time) and ``<out>/<figure>_fits.md``. Unless W&B is disabled (``wandb.mode=disabled``), the PNG
-goes to a W&B run of job type ``reproduce``.
+the wall time; the bounds judged per seed and the captions judged by the times) and
+``<out>/<figure>_fits.md``. Unless W&B is disabled (``wandb.mode=disabled``), the PNG goes to a W&B run of job
+type ``reproduce``.
 
 Scaling laws (``scaling.fit_law``; predictions from Eqs. (6)-(8), Thm 4.2 and Remark A.14): log t2 against
 log lambda has slope -1 (t2 ~ 1/lambda); log t1 against log lambda slope 0 (lambda <= 1e-4); t1 and t2 are
-linear in ln nu^2, with the t2 slope the larger; log t1 against log(n / lambda+_min(Phi^T Phi)) slope 1.
+linear in ln nu^2, with the t2 slope the larger. A law is consistent only when the fit's 95% interval contains
+the prediction. Bounds (``scaling.check_bound``; ``Figure.bounds``) are judged per seed, with their tightness
+measured / bound: Eq. (6) bounds t1 from above and is not a slope-1 law in n / lambda+_min(Phi^T Phi).
+Captions (``scaling.check_claim``; ``Figure.claims``) are judged by the seeds' times.
 
 The agents run in a child interpreter (``python -m lightning_grok.reproduce --agent``): they fork one
 process per point, which is safe only in a process that has not started torch's thread pools.
 
-Modules: ``figures`` (the registry: ``FIGURES``, ``Panel``, ``FitSpec``), ``sweeps`` (a panel's sweep file, the
-jobs and the agents), ``collect`` (reading runs back, per-point statistics, mean curves; no Lightning), ``report``
-(fits, drawing, JSON, W&B, summary) and ``run`` (``reproduce``, the entry point); every public name is
-re-exported here.
+Modules: ``figures`` (the registry: ``FIGURES``, ``Panel``, ``FitSpec``, ``BoundSpec``, ``ClaimSpec``),
+``sweeps`` (a panel's sweep file, the jobs and the agents), ``collect`` (reading runs back, per-point
+statistics, mean curves; no Lightning), ``report`` (fits, bounds, captions, drawing, JSON, W&B, summary) and
+``run`` (``reproduce``, the entry point); every public name is re-exported here.
 """
 
 from lightning_grok.reproduce.collect import (
@@ -64,7 +68,15 @@ from lightning_grok.reproduce.figures import (
     FitSpec,
     Panel,
 )
-from lightning_grok.reproduce.report import compute_fits, draw_figure, fits_markdown, log_to_wandb, setting_text
+from lightning_grok.reproduce.report import (
+    compute_bounds,
+    compute_claims,
+    compute_fits,
+    draw_figure,
+    fits_markdown,
+    log_to_wandb,
+    setting_text,
+)
 from lightning_grok.reproduce.run import EXIT_INCOMPLETE, Stopped, reproduce
 from lightning_grok.reproduce.sweeps import (
     CONFIGS,
@@ -105,6 +117,8 @@ __all__ = [
     "bound_verdicts",
     "check_overrides",
     "combine_curves",
+    "compute_bounds",
+    "compute_claims",
     "compute_fits",
     "draw_figure",
     "exact_overlay",

@@ -62,7 +62,10 @@ def _member(m: Member, seed: int, times: str) -> dict:
         "t2": use.t_generalize if use else None,
         "exact_t1": m.exact.t_overfit if m.exact else None,
         "exact_t2": m.exact.t_generalize if m.exact else None,
-        "bounds": {k: {"value": b.value, "verdict": b.verdict} for k, b in m.bounds.items()},
+        "bounds": {
+            k: {"value": b.value, "verdict": b.verdict, "side": b.side, "target": b.target, "source": b.source}
+            for k, b in m.bounds.items()
+        },
         "n_over_lambda_min": m.n_over_lambda_min,
         "steps_run": m.steps_run,
     }
@@ -237,19 +240,22 @@ def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[st
     return counts
 
 
-def _run_seconds(folder: Path | None) -> float | None:
-    """Sum of the durations of the finished runs recorded in a sweep directory's state.json (seconds); the points
-    of one batched GD loop (their records' ``batch``, ``lightning_grok.batch``) share their one duration."""
+def _run_seconds(folder: Path | None, key: str = "wall") -> float | None:
+    """Sum over the finished runs recorded in a sweep directory's state.json of their wall seconds (``key``
+    "wall": ended_at - started_at) or CPU seconds ("cpu": the agent's measure of its child; runs recorded before
+    it was kept count 0). The points of one batched GD loop (their records' ``batch``, ``lightning_grok.batch``)
+    share its one duration (each counts its share); their ``cpu_s`` is already a share."""
     if folder is None:
         return None
     try:
         state = json.loads((folder / "state.json").read_text())
     except (OSError, ValueError):
         return None
+    done = [r for r in state.get("runs", {}).values() if r.get("state") == "finished" and r.get("ended_at")]
+    if key == "cpu":
+        return sum(float(r.get("cpu_s") or 0.0) for r in done)
     return sum(
-        ((r.get("ended_at") or 0) - (r.get("started_at") or 0)) / max(1, len(r.get("batch") or ()))
-        for r in state.get("runs", {}).values()
-        if r.get("state") == "finished" and r.get("ended_at")
+        ((r.get("ended_at") or 0) - (r.get("started_at") or 0)) / max(1, len(r.get("batch") or ())) for r in done
     )
 
 

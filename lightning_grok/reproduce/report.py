@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lightning_grok.atomic import atomic_write_json, atomic_write_text
 from lightning_grok.reproduce.collect import (
+    NOT_APPLICABLE,
     Run,
     _run_seconds,
     _select,
@@ -35,10 +36,19 @@ from lightning_grok.reproduce.figures import (
     Figure,
 )
 
+FITS_PREAMBLE = (
+    "Times in GD steps (optimizer steps for AdamW). Laws: least squares over every seed, 95% intervals from "
+    "Student's t; consistent means the interval contains the predicted slope, with no tolerance. Bounds: "
+    "judged at every seed (holds only if the measured time is on the bound's side at all of them), with the "
+    "ratio measured / bound and the slope of its log along the sweep. Captions: judged by the seeds' times; "
+    "a tolerance, where one is used, is named in its row with its value and reason (lightning_grok/scaling.py)."
+)
+
 
 def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tuple[list, list[dict]]:
     """The figure's scaling-law fits (``scaling.fit_law``, one observation per seed) and the derived
-    comparison of the ln nu^2 slopes (t2 steeper than t1: its interval above t1's)."""
+    comparison of the ln nu^2 slopes (t2 steeper than t1: its interval above t1's; inconclusive where the
+    intervals overlap)."""
     from lightning_grok.scaling import LAWS, fit_law
 
     reports = []
@@ -70,11 +80,98 @@ def compute_fits(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> tup
         row = {"comparison": "slope of t2 vs ln nu^2 > slope of t1 vs ln nu^2", "predicted": "c2 > c1 (Sec. 4.2)"}
         if t1.fit is None or t2.fit is None:
             row |= {"c1": None, "c2": None, "verdict": "insufficient data"}
-        else:
-            ok = t2.fit.ci_low > t1.fit.ci_high
-            row |= {"c1": t1.fit.slope, "c2": t2.fit.slope, "verdict": "consistent" if ok else "inconsistent"}
+        else:  # t2's interval above t1's: consistent; below it: inconsistent; overlapping: inconclusive
+            if t2.fit.ci_low > t1.fit.ci_high:
+                verdict = "consistent"
+            elif t2.fit.ci_high < t1.fit.ci_low:
+                verdict = "inconsistent"
+            else:
+                verdict = "inconclusive"
+            row |= {"c1": t1.fit.slope, "c2": t2.fit.slope, "verdict": verdict}
         comparisons.append(row)
     return reports, comparisons
+
+
+def _bound_side(name: str, entries: Sequence[dict]) -> str | None:
+    """upper or lower, as the runs recorded it (runs from before kept only the name: its suffix)."""
+    for e in entries:
+        if e.get("side") in ("upper", "lower"):
+            return e["side"]
+    return next((s for s in ("upper", "lower") if name.endswith("_" + s)), None)
+
+
+def compute_bounds(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> list:
+    """The figure's bounds judged as bounds (``scaling.check_bound``): at every seed of the panel, the
+    measured time against the bound the run computed from its own Phi, theta0, theta*; a seed whose run
+    said ``hypothesis not met`` is reported but not claimed."""
+    from lightning_grok.scaling import check_bound
+
+    reports = []
+    for spec in figure.bounds:
+        panel = next(p for p in figure.panels if p.key == spec.panel)
+        rows = []
+        for run in panel_runs.get(spec.panel, ()):
+            for m in run.members:
+                entry = m["bounds"].get(spec.bound)
+                if entry is None:
+                    continue
+                x = run.x if spec.x == "x" else m.get(spec.x)
+                if x is None:
+                    continue
+                rows.append((run, m, entry, float(x)))
+        entries = [e for _, _, e, _ in rows]
+        side = _bound_side(spec.bound, entries) or "upper"
+        target = next((e.get("target") for e in entries if e.get("target")), None)
+        time = "t2" if (target == "t_generalize" or "generalize" in spec.bound) else "t1"
+        value = [e.get("value") if isinstance(e.get("value"), int | float) else None for e in entries]
+        reports.append(
+            check_bound(
+                spec.bound,
+                side,
+                [x for *_, x in rows],
+                [m[time] for _, m, _, _ in rows],
+                value,
+                seeds=[m["seed"] for _, m, _, _ in rows],
+                points=[run.x for run, *_ in rows],
+                claimed=[e.get("verdict") not in NOT_APPLICABLE for e in entries],
+                steps_run=[m["steps_run"] for _, m, _, _ in rows],
+                time=time,
+                panel=spec.panel,
+                x_label=spec.x_label,
+                point_label=plain(panel.x_symbol) or spec.panel,
+                source=next((e.get("source") for e in entries if e.get("source")), "") or "",
+            )
+        )
+    return reports
+
+
+def compute_claims(figure: Figure, panel_runs: Mapping[str, Sequence[Run]]) -> list:
+    """The figure's caption statements judged by the seeds' times (``scaling.check_claim``)."""
+    from lightning_grok.scaling import check_claim
+
+    reports = []
+    for spec in figure.claims:
+        panel = next(p for p in figure.panels if p.key == spec.panel)
+        xs, ts = [], []
+        for run in panel_runs.get(spec.panel, ()):
+            if not isinstance(run.x, int | float):
+                continue
+            for m in run.members:
+                xs.append(float(run.x))
+                ts.append(m[spec.time])
+        reports.append(
+            check_claim(
+                spec.text,
+                spec.kind,
+                xs,
+                ts,
+                panel=spec.panel,
+                time=spec.time,
+                x_log=panel.x_log,
+                x_label=plain(panel.x_symbol) or spec.panel,
+            )
+        )
+    return reports
 
 
 def monotone_part(xs: Sequence[float], ys: Sequence[float | None]) -> set[float]:
@@ -100,14 +197,23 @@ def monotone_part(xs: Sequence[float], ys: Sequence[float | None]) -> set[float]
     return set(order[best[0] : best[1] + 1])
 
 
-def fits_markdown(reports: Sequence, comparisons: Sequence[dict]) -> str:
-    from lightning_grok.scaling import markdown_table
+def fits_markdown(reports: Sequence, comparisons: Sequence[dict], bounds: Sequence = (), claims: Sequence = ()) -> str:
+    """The laws' table (with the ln nu^2 slope comparison), then the bounds' and the captions' tables; a
+    table without rows is left out."""
+    from lightning_grok.scaling import bounds_markdown, claims_markdown, markdown_table
 
-    text = markdown_table(reports)
-    for c in comparisons:
-        slopes = "-" if c["c1"] is None else f"c2 = {c['c2']:.4g} vs c1 = {c['c1']:.4g}"
-        text += f"\n| {c['comparison']} | {slopes} | - | {c['predicted']} | {c['verdict']} |"
-    return text
+    parts = []
+    if reports or comparisons:
+        text = markdown_table(reports)
+        for c in comparisons:
+            slopes = "-" if c["c1"] is None else f"c2 = {c['c2']:.4g} vs c1 = {c['c1']:.4g}"
+            text += f"\n| {c['comparison']} | {slopes} | - | {c['predicted']} | {c['verdict']} |"
+        parts.append(text)
+    if bounds:
+        parts.append(bounds_markdown(bounds))
+    if claims:
+        parts.append(claims_markdown(claims))
+    return "\n\n".join(parts)
 
 
 def _thresholds(runs: Sequence[Run]) -> tuple[float, float]:
@@ -249,13 +355,21 @@ def results_artifacts(panel_runs: Mapping[str, Sequence[Run]]) -> list[str]:
 
 
 def log_to_wandb(
-    figure: Figure, png: Path, fits: Sequence, opts: Mapping, out_dir: Path, panel_runs: Mapping[str, Sequence[Run]]
+    figure: Figure,
+    png: Path,
+    fits: Sequence,
+    opts: Mapping,
+    out_dir: Path,
+    panel_runs: Mapping[str, Sequence[Run]],
+    bounds: Sequence = (),
+    claims: Sequence = (),
 ) -> str | None:
-    """The figure (and its fit table) as a W&B run of job type ``reproduce``, named ``reproduce-<fig>[-quick]``
-    and tagged with the figure and ``quick``/``full``; its config holds quick, seeds, the overrides, the panels
-    and the results artifacts of the plotted runs, which it ``use_artifact``s when online (W&B's lineage graph
-    then shows which runs the figure came from; offline W&B cannot record a use, so the config keeps the list).
-    Returns the W&B mode used, None when disabled. W&B settings come from the ``wandb.*`` overrides."""
+    """The figure (and its fit, bound and caption tables) as a W&B run of job type ``reproduce``, named
+    ``reproduce-<fig>[-quick]`` and tagged with the figure and ``quick``/``full``; its config holds quick,
+    seeds, the overrides, the panels and the results artifacts of the plotted runs, which it ``use_artifact``s
+    when online (W&B's lineage graph then shows which runs the figure came from; offline W&B cannot record a
+    use, so the config keeps the list). Returns the W&B mode used, None when disabled. W&B settings come from
+    the ``wandb.*`` overrides."""
     from lightning_grok.config import load_config
     from lightning_grok.wandb_logger import resolve_mode, wandb_save_dir
 
@@ -310,6 +424,18 @@ def log_to_wandb(
             for r in fits:
                 if r.fit is not None:
                     run.summary[f"fits/{r.law}/slope"] = r.fit.slope
+        if bounds:
+            columns = ["bound", "panel", "side", "time", "ratio_min", "ratio_max", "trend_slope", "verdict"]
+            table = wandb.Table(columns=columns)
+            for b in bounds:
+                slope = None if b.trend is None else b.trend.slope
+                table.add_data(b.bound, b.panel, b.side, b.time, b.ratio_min, b.ratio_max, slope, b.verdict)
+            run.log({f"bounds/{figure.name}": table})
+        if claims:
+            table = wandb.Table(columns=["caption", "panel", "time", "kind", "measured", "verdict"])
+            for c in claims:
+                table.add_data(c.text, c.panel, c.time, c.kind, c.measured, c.verdict)
+            run.log({f"claims/{figure.name}": table})
     finally:
         run.finish()
     return mode
@@ -331,6 +457,7 @@ def _finish_figure(
     atomically (a reader never sees half of one); OSError naming the file when one cannot be (a full disk).
     ``lacking``: per panel, the points a ``--partial`` figure is drawn without (kept in the JSON)."""
     reports, comparisons = compute_fits(figure, panel_runs)
+    bounds, claims = compute_bounds(figure, panel_runs), compute_claims(figure, panel_runs)
     verdicts = bound_verdicts(panel_runs)
     drawn_at = time.time()
     runs_total = len({run.path for runs in panel_runs.values() for run in runs})
@@ -340,11 +467,11 @@ def _finish_figure(
     provenance = f"{' '.join([command, *opts['overrides']])}: {runs_total} run(s), {seeds_total} seed(s)"
     drawn = draw_figure(figure, panel_runs, out_dir, provenance)
     paths = drawn["paths"]
-    table = fits_markdown(reports, comparisons)
+    table = fits_markdown(reports, comparisons, bounds, claims)
     md: Path | None = None
-    if reports or comparisons:  # a figure without a scaling law gets no empty table
+    if reports or comparisons or bounds or claims:  # a figure with nothing to judge gets no empty table
         md = out_dir / f"{figure.name}_fits.md"
-        text = f"# {figure.title}\n\nScaling-law fits (95% intervals over seeds; times in GD steps).\n\n{table}\n"
+        text = f"# {figure.title}\n\n{FITS_PREAMBLE}\n\n{table}\n"
         _written(md, lambda: atomic_write_text(md, text))
     panels = {}
     for panel in figure.panels:
@@ -357,6 +484,7 @@ def _finish_figure(
             "runs": len(runs),
             "settings": None if from_dir is not None else _settings(folders[panel.key]),
             "run_seconds": _run_seconds(folders[panel.key]),
+            "run_cpu_seconds": _run_seconds(folders[panel.key], "cpu"),
             "points": point_stats(runs),
             "plotted": drawn["panels"].get(panel.key, {}),
         }
@@ -376,6 +504,8 @@ def _finish_figure(
         "panels": panels,
         "fits": [r.as_dict() for r in reports],
         "comparisons": comparisons,
+        "bound_checks": [b.as_dict() for b in bounds],
+        "claims": [c.as_dict() for c in claims],
         "bound_verdicts": verdicts,
         "unfinished_runs": [str(p) for p in unfinished],
         "lacking": dict(lacking or {}),  # drawn with --partial: per panel, the points it lacks
@@ -386,7 +516,7 @@ def _finish_figure(
     _written(json_path, lambda: atomic_write_json(json_path, data))
     mode = None
     try:
-        mode = log_to_wandb(figure, paths["png"], reports, opts, out_dir, panel_runs)
+        mode = log_to_wandb(figure, paths["png"], reports, opts, out_dir, panel_runs, bounds, claims)
     except Exception as exc:  # noqa: BLE001 - the figure is on disk; W&B is a copy
         say(f"reproduce {figure.name}: warning: not logged to W&B: {exc}")
     say(_summary(figure, data, table, verdicts, mode))
@@ -401,16 +531,21 @@ def _finish_figure(
     }
 
 
+def _judged(data: Mapping) -> bool:
+    """Whether the figure has anything judged (laws, comparisons, bounds or captions): its fits table."""
+    return any(data.get(k) for k in ("fits", "comparisons", "bound_checks", "claims"))
+
+
 def _summary(figure: Figure, data: dict, table: str, verdicts: dict, mode: str | None) -> str:
     lines = [
         f"== {figure.name}: {plain(figure.title)}",
         f"wrote {data['png']}, {Path(data['pdf']).name}, {figure.name}.json"
-        + (f", {figure.name}_fits.md " if data["fits"] or data["comparisons"] else " ")
+        + (f", {figure.name}_fits.md " if _judged(data) else " ")
         + f"({data['runs']} runs, {data['seeds_total']} seeds; wall time {data['wall_time_s']:.1f} s)",
     ]
     if mode:
         lines.append(f"logged to W&B ({mode}), job type reproduce")
-    if data["fits"] or data["comparisons"]:
+    if _judged(data):
         lines.append(table)
     if verdicts:
         parts = [f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for name, c in verdicts.items()]

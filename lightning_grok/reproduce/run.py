@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from lightning_grok.atomic import atomic_write_json
 from lightning_grok.reproduce.collect import Run, find_panel_dir, read_runs
 from lightning_grok.reproduce.figures import FIGURES
 from lightning_grok.reproduce.report import _finish_figure
+from lightning_grok.reproduce.schedule import point_seconds
 from lightning_grok.reproduce.sweeps import (
     BATCH_ENV,
     Job,
@@ -115,12 +118,6 @@ def _lacks_text(name: str, lacking: Mapping[str, dict], from_dir: Path | str | N
     return f"reproduce {name}: not drawn: {_describe(lacking)}; {todo}, or pass --partial to draw what there is"
 
 
-# GD steps per second of one run on one CPU core, by family (README, Speed: ridge 10.4k-31k, two-layer 2.0k-4.7k
-# at the Sec. 5.3 defaults; random features measured at 11.2k at m = 10^4): for an order-of-magnitude estimate
-ESTIMATED_STEPS_PER_S = {"ridge": 10_000, "random_features": 5_000, "two_layer": 2_000}
-OTHER_STEPS_PER_S = 500  # autograd families (modular arithmetic with AdamW, transformers)
-
-
 def dry_run(
     names: str | Sequence[str], *, quick: bool, seeds: int | None, overrides: Sequence[str], agents: int = 1
 ) -> str:
@@ -156,11 +153,10 @@ def dry_run(
             for values in itertools.product(*grid):
                 point = dict(zip(params, values, strict=True))
                 max_steps = point.get("trainer.max_steps") or config.get("trainer", {}).get("max_steps", 50_000)
-                family = point.get("model.family") or config.get("model", {}).get("family", "ridge")
                 k = int(point.get("seeds") or 1)
                 runs += k
                 steps += int(max_steps) * k
-                seconds += int(max_steps) * k / ESTIMATED_STEPS_PER_S.get(family, OTHER_STEPS_PER_S)
+                seconds += point_seconds(config, point)  # to t2 + margin, estimated (schedule.py)
             lines.append(
                 f"  {name} {panel.key}: {points} point(s), {runs} seed run(s), at most {steps:,} GD steps, "
                 f"~{format_duration(seconds)}"
@@ -224,7 +220,9 @@ def reproduce(
 
 def _reproduce(names, out_dir, opts, agents, from_dir, partial, env, say, warn, stop: StopSignals) -> dict[str, dict]:
     started = time.time()
+    load = list(os.getloadavg())
     status = 0
+    cpu_spent = 0.0
     figure_jobs: dict[str, dict[str, Job]] = {}
     if from_dir is None:
         say(f"reproduce {' '.join(names)}: writing each panel's sweep file, checking every point against the schema")
@@ -233,7 +231,9 @@ def _reproduce(names, out_dir, opts, agents, from_dir, partial, env, say, warn, 
         jobs = list({id(j): j for fj in figure_jobs.values() for j in fj.values()}.values())
         already = sum(finished_points(j.sweep_dir) for j in jobs)
         say(f"reproduce {' '.join(names)}: {sum(grid_size(j.raw) for j in jobs)} points, {already} already finished")
+        cpu_before = _children_cpu()
         status = run_agents(jobs, agents, env, stop)
+        cpu_spent = _children_cpu() - cpu_before
         if stop.signum is not None:
             raise Stopped(stop.signum)
         if status != 0:
@@ -275,4 +275,45 @@ def _reproduce(names, out_dir, opts, agents, from_dir, partial, env, say, warn, 
         results[name]["lacking"] = lacking
     if stop.signum is not None:  # came while the last figure was drawn: that one is whole, but stop means stop
         raise Stopped(stop.signum)
+    if from_dir is None:
+        _write_timing(names, out_dir, opts, agents, started, elapsed, cpu_spent, results, load, say)
     return results
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children: the agents and, through them, every run."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _write_timing(names, out_dir: Path, opts, agents: int, started: float, wall: float, cpu: float, results, load,
+                  say) -> None:  # fmt: skip
+    """``<out>/reproduce_<figures>.json``: wall and CPU time of the whole command and, per figure, the sums of its
+    runs' wall and CPU seconds (from the sweep states; runs finished by an earlier command count too)."""
+    figures = {}
+    for name, res in results.items():
+        panels = {str(p["folder"]): p for p in res.get("data", {}).get("panels", {}).values()}.values()
+        figures[name] = {
+            "status": res.get("status"),
+            "runs": res.get("data", {}).get("runs"),
+            "seeds": res.get("data", {}).get("seeds_total"),
+            "run_wall_s": sum(p.get("run_seconds") or 0.0 for p in panels),
+            "run_cpu_s": sum(p.get("run_cpu_seconds") or 0.0 for p in panels),
+        }
+    label = "all" if set(names) == set(FIGURES) else "-".join(names)
+    data = {
+        "command": f"lightning-grok reproduce {' '.join(names)}{' --quick' if opts['quick'] else ''} --agents {agents}",
+        "scale": "quick" if opts["quick"] else "full",
+        "seeds": opts["seeds"],
+        "overrides": list(opts["overrides"]),
+        "agents": agents,
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_at_start": load,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "figures": figures,
+    }
+    path = out_dir / f"reproduce_{label}.json"
+    atomic_write_json(path, data)
+    say(f"reproduce {' '.join(names)}: {format_duration(wall)} wall, {format_duration(cpu)} CPU; timing in {path}")

@@ -24,6 +24,7 @@ import yaml
 
 from lightning_grok.atomic import atomic_write_text
 from lightning_grok.reproduce.figures import QUICK_SUFFIX, Figure, Panel
+from lightning_grok.reproduce.schedule import longest_point, priority
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -123,6 +124,15 @@ def panel_dirname(panel: Panel, *, quick: bool, seeds: int | None, overrides: Se
         digest = hashlib.sha1(json.dumps([seeds, sorted(overrides)]).encode()).hexdigest()[:8]
         name += f"-{digest}"
     return name
+
+
+def grid_points(job: Job) -> list[dict]:
+    """The job's grid points ({key: value}), in the sweep engine's order."""
+    import itertools
+
+    params = job.raw["parameters"]
+    grid = [list(p["values"]) if "values" in p else [p.get("value")] for p in params.values()]
+    return [dict(zip(params, values, strict=True)) for values in itertools.product(*grid)]
 
 
 def grid_size(raw: Mapping[str, Any]) -> int:
@@ -288,6 +298,8 @@ def run_agents(
     todo = [j for j in jobs if not j.complete]
     if not todo:
         return 0
+    # longest first (schedule.py): every agent takes the sweeps in this order and, within one, its longest point
+    todo.sort(key=lambda j: -longest_point(j.raw, grid_points(j)))
     with contextlib.ExitStack() as stack:
         if stop is None:
             stop = stack.enter_context(StopSignals())
@@ -365,7 +377,9 @@ def _agent_main(argv: Sequence[str]) -> int:
             spec = load_spec(sweep_file, sweep_dir=sweep_dir, check_config=False)  # the parent checked every point
             sd = SweepDir(sweep_dir)
             sd.init(spec)
-            agent = Agent(spec, sd, AgentOptions(retry_failed=True, batch=batch_points()))
+            raw = yaml.safe_load(Path(sweep_file).read_text())
+            options = AgentOptions(retry_failed=True, priority=priority(raw), batch=batch_points())
+            agent = Agent(spec, sd, options)
             current[:] = [agent]
             for signum in pending:  # arrived while the agent was being made
                 agent._on_signal(signum, None)

@@ -25,12 +25,14 @@ import ctypes
 import functools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,7 @@ class AgentOptions:
     # points claimed at once; those that differ only in per-member scalars (lambda, eta, nu^2, ...) train as one
     # batched GD loop in one forked child (``lightning_grok.batch``); 1: one point at a time. Needs ``fork``.
     batch: int = 1
+    priority: Callable[[dict], float] | None = None  # grid: run the unclaimed point with the largest value first
 
 
 def _child_setup(parent: int):
@@ -125,6 +128,12 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children (an agent runs one point at a time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _signal_name(signum: int) -> str:
@@ -212,6 +221,7 @@ class Agent:
                 retry_failed=self.opt.retry_failed,
                 retry_before=started,
                 stale_after=self.opt.stale_after,
+                priority=self.opt.priority,
             )
             if record is None:
                 break
@@ -347,8 +357,10 @@ class Agent:
                 self.say(f"{name} failed: could not start {record['command'][0]}: {exc}")
                 return "failed", EXIT_NOT_STARTED
             self.dir.update(name, child_pid=proc.pid)
+            cpu_before = _children_cpu()
             with _Heartbeat(self.dir, name, self.opt.heartbeat_every):
                 exit_code = self._wait(proc)
+            self.dir.update(name, cpu_s=round(_children_cpu() - cpu_before, 3))  # the run's CPU time, once reaped
         run = self._result_since(run_dir, t0)
         result = result_of(run) if run is not None else None
         state, reason = classify(exit_code, self.stop_signal, run.status if run is not None else None)
@@ -396,10 +408,14 @@ class Agent:
             )
             for name in names:
                 self.dir.update(name, child_pid=proc.pid, batch=names)  # one duration for all (collect._run_seconds)
+            cpu_before = _children_cpu()
             with contextlib.ExitStack() as beats:
                 for name in names:
                     beats.enter_context(_Heartbeat(self.dir, name, self.opt.heartbeat_every))
                 exit_code = self._wait(proc)
+            cpu = round((_children_cpu() - cpu_before) / len(names), 3)  # the batch's CPU time, shared equally
+            for name in names:
+                self.dir.update(name, cpu_s=cpu)
         try:
             codes = json.loads(Path(status_path).read_text())
         except (OSError, ValueError):

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -287,10 +288,13 @@ class SweepDir:
         retry_failed: bool = False,
         retry_before: float = 0.0,
         stale_after: float = 600.0,
+        priority: Callable[[dict], float] | None = None,
     ) -> dict | None:
         """Choose the next point and record it as running for ``me``, all under the lock; None when done.
 
-        Preempted points first (always), then for grid: new points, then (with ``retry_failed``) points
+        Preempted points first (always), then for grid: new points (the engine's order, or with ``priority`` the
+        unclaimed point with the largest ``priority(params)``: ``reproduce`` runs the longest first), then (with
+        ``retry_failed``) points
         whose latest attempt failed, crashed or was killed and began before ``retry_before`` (this agent's
         start: each launch retries a point once, never in a loop). random/bayes never run out of points, so
         their retries come before new points. A retry runs in the directory of the attempt it retries.
@@ -301,7 +305,7 @@ class SweepDir:
             # preempted points first, whatever run_cap says: they were stopped by the scheduler, not by a fault
             chosen = self._retry_candidate(list(state["runs"].values()), float("inf"), ("preempted",))
             if chosen is None and (spec.run_cap is None or len(state["runs"]) < spec.run_cap):
-                chosen = self._choose(spec, state, retry_failed, retry_before)
+                chosen = self._choose(spec, state, retry_failed, retry_before, priority)
             if chosen is None:
                 if reaped:
                     self._write(state)
@@ -335,11 +339,15 @@ class SweepDir:
             self.beat(name)
             return record
 
-    def _choose(self, spec: SweepSpec, state: dict, retry_failed: bool, retry_before: float):
+    def _choose(self, spec: SweepSpec, state: dict, retry_failed: bool, retry_before: float, priority=None):
         records = list(state["runs"].values())
         retry = self._retry_candidate(records, retry_before) if retry_failed else None
         if retry is not None and spec.method != "grid":
             return retry
+        if priority is not None and spec.method == "grid":
+            taken = {point_key(r["params"]) for r in records}
+            todo = [p for p in spec.points() if point_key(p) not in taken]
+            return (max(todo, key=priority), None) if todo else retry  # max: the first of equals, engine order
         sweeps = import_sweeps()
         runs = [
             sweeps.SweepRun(
