@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="seeds per point (default: the sweep file's)")
     r.add_argument("--agents", type=int, default=1, help="offline agents in parallel on the figure's sweeps (1)")
     r.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help="train every point in its own GD loop; by default an agent trains the points of a panel that differ "
+        "only in lambda, eta, nu^2, label noise, teacher norm or seed as one batched loop (ridge, random features)",
+    )
+    r.add_argument(
         "--partial",
         action="store_true",
         help="draw a figure whose sweep lacks points (missing or interrupted runs) from what there is; without "
@@ -171,6 +178,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             agents=args.agents,
             from_dir=args.from_dir,
             partial=args.partial,
+            batch=args.batch,
         )
     except Stopped as exc:
         print(

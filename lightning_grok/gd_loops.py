@@ -59,6 +59,38 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+Scalars = float | Sequence[float] | torch.Tensor  # one value for every member, or one per member (B,)
+
+
+def _values(value: Scalars, members: int, name: str) -> list[float]:
+    """``value`` as B Python floats (a scalar repeated)."""
+    if isinstance(value, int | float):
+        return [float(value)] * members
+    vals = [float(v) for v in (value.reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)]
+    if len(vals) == 1:
+        return vals * members
+    if len(vals) != members:
+        raise ValueError(f"{name}: {len(vals)} values for {members} members")
+    return vals
+
+
+def decay_and_scale(
+    lr: Scalars, weight_decay: Scalars, n_global: int, like: torch.Tensor
+) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """(1 - eta lambda, -eta / n) of Eq. (2) for the B = ``like.shape[0]`` members: Python floats when every member
+    has the same eta and lambda (the scalar fast path), else (B, 1, 1) tensors whose entries are the very floats
+    each member's own run computes. Per-member eta and lambda let sweep points that differ only in them train as
+    members of one GD loop (``lightning_grok.batch``)."""
+    b = like.shape[0]
+    lrs, wds = _values(lr, b, "lr"), _values(weight_decay, b, "weight_decay")
+    decays = [1.0 - e * w for e, w in zip(lrs, wds, strict=True)]
+    scales = [-e / n_global for e in lrs]
+    if all(d == decays[0] for d in decays) and all(s == scales[0] for s in scales):
+        return decays[0], scales[0]
+    opts = {"dtype": like.dtype, "device": like.device}
+    return torch.tensor(decays, **opts).view(b, 1, 1), torch.tensor(scales, **opts).view(b, 1, 1)
+
+
 @dataclass
 class Chunk:
     """Per-step records of one GD-loop call, shape (K, B): row i is GD step ``start + i`` (theta before update i),
@@ -179,14 +211,15 @@ def _sparse_records(
 
 class LinearGDLoop:
     """Fused full-batch GD for B independent members at once (B = 1 for a single run), batched over members:
-    phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B)."""
+    phi (B, n, m), y (B, n, k), theta (B, m, k). Records of a call have shape (K, B). ``lr`` and ``weight_decay``:
+    one eta and lambda for all, or one per member (``decay_and_scale``)."""
 
     def __init__(
         self,
         phi: torch.Tensor,
         y: torch.Tensor,
-        lr: float,
-        weight_decay: float,
+        lr: Scalars,
+        weight_decay: Scalars,
         n_global: int,
         evaluation: PopulationSide,
         max_steps_per_call: int,
@@ -194,8 +227,8 @@ class LinearGDLoop:
         eval_every: int = 0,
     ):
         self.phi, self.phi_t, self.y, self.neg_y = phi, phi.transpose(1, 2), y, -y
-        self.decay = 1.0 - lr * weight_decay
-        self.step_scale = -lr / n_global
+        # floats, or (B, 1, 1) per member (``decay_and_scale``)
+        self.decay, self.step_scale = decay_and_scale(lr, weight_decay, n_global, phi)
         self.n_global = n_global
         self.ev = evaluation
         self.reduce = reduce
@@ -220,7 +253,11 @@ class LinearGDLoop:
         neg_y, decay, scale = self.neg_y, self.decay, self.step_scale
         for i in range(steps):
             torch.baddbmm(neg_y, phi, ths[i], out=rs[i])
-            if self.distributed:
+            if isinstance(decay, torch.Tensor):  # per-member eta and lambda: theta decay + (-eta/n) Phi^T R
+                torch.bmm(phi_t, rs[i], out=self.grad)
+                self.reduce(self.grad)
+                torch.addcmul(self.grad.mul_(scale), ths[i], decay, out=ths[i + 1])
+            elif self.distributed:
                 torch.bmm(phi_t, rs[i], out=self.grad)
                 self.reduce(self.grad)
                 torch.add(ths[i] * decay, self.grad, alpha=scale, out=ths[i + 1])
@@ -274,8 +311,8 @@ class RowSpaceGDLoop:
         self,
         phi: torch.Tensor,
         y: torch.Tensor,
-        lr: float,
-        weight_decay: float,
+        lr: Scalars,
+        weight_decay: Scalars,
         n_global: int,
         evaluation: PopulationSide,
         max_steps_per_call: int,
@@ -283,9 +320,10 @@ class RowSpaceGDLoop:
     ):
         v, r = torch.linalg.qr(phi.transpose(1, 2))  # (B, m, n), (B, n, n)
         n = phi.shape[1]
-        self.decay = 1.0 - lr * weight_decay
+        # floats, or (B, 1, 1) per member (``decay_and_scale``): the same numbers elementwise
+        self.decay, scale = decay_and_scale(lr, weight_decay, n_global, phi)
         eye = torch.eye(n, dtype=phi.dtype, device=phi.device)
-        step = lr / n_global
+        step = -scale
         m_mat = self.decay * eye - step * (r @ r.transpose(1, 2))
         self.m_t = m_mat.transpose(1, 2).contiguous()  # C_{t+1} = C_t M^T + b^T
         self.b_t = (step * (r @ y)).transpose(1, 2).contiguous()  # (B, k, n)
@@ -343,6 +381,13 @@ class RowSpaceGDLoop:
             )
         return self._mode_cache
 
+    def _powers(self, steps: int, like: torch.Tensor) -> torch.Tensor:
+        """(K, B): (1 - eta lambda)^i, i < K, of each member (one column repeated when they share it)."""
+        i = torch.arange(steps, dtype=like.dtype, device=like.device)
+        if isinstance(self.decay, torch.Tensor):
+            return self.decay.view(1, -1) ** i[:, None]
+        return (self.decay**i)[:, None].expand(steps, like.shape[0])
+
     def _record_block(self, steps: int, like: torch.Tensor) -> int:
         """Steps whose records are computed together, so that their iterates are still in cache (CPU)."""
         if like.device.type != "cpu":
@@ -367,7 +412,7 @@ class RowSpaceGDLoop:
             coefs[0] = c0 @ modes.q
         flat = coefs.flatten(2)  # (K + 1, B, k n)
         zs, rates, gain = flat[: steps + 1].unbind(0), modes.rates, modes.gain  # views of this call's steps only
-        powers = self.decay ** torch.arange(steps, dtype=theta.dtype, device=theta.device)  # (K,)
+        powers = self._powers(steps, theta)  # (K, B): (1 - eta lambda)^i of each member
         ev, b = self.ev, theta.shape[0]
         sums = torch.empty(3 if ev.exact else 2, steps, b, dtype=theta.dtype, device=theta.device)
         sub = self._record_block(steps, flat)
@@ -388,18 +433,18 @@ class RowSpaceGDLoop:
         block = coefs[:steps]
         train = sums[0] / (2 * self.n_global)
         perp2 = perp.square().sum(dim=(1, 2))  # (B,)
-        extras = {"param_norm2": sums[1] + powers[:, None] ** 2 * perp2}
+        extras = {"param_norm2": sums[1] + powers**2 * perp2}
         if ev.train_labels is not None:
             correct = (self._per_member(block, modes.predict).argmax(dim=2) == ev.train_labels).sum(dim=2)
             extras["train_acc"] = correct.to(theta.dtype) / self.n_global
         if ev.exact:
             cross = (perp * self.star_perp).sum(dim=(1, 2))
-            null = powers[:, None] ** 2 * perp2 - 2 * powers[:, None] * cross + self.star_perp.square().sum(dim=(1, 2))
+            null = powers**2 * perp2 - 2 * powers * cross + self.star_perp.square().sum(dim=(1, 2))
             return Chunk(start, train, ev.sigma_scale * (sums[2] + null), extras)
         h = ev.x_test @ perp  # (B, N, k)
 
         def predict(idx: torch.Tensor) -> torch.Tensor:
-            return self._per_member(block[idx], modes.test).transpose(2, 3) + powers[idx, None, None, None] * h
+            return self._per_member(block[idx], modes.test).transpose(2, 3) + powers[idx][:, :, None, None] * h
 
         points = eval_points(start, steps, self.every, wanted)
         test, more, evaluated = _sparse_records(lambda idx: _test_set_losses(predict, idx, ev), steps, points, ev)
@@ -569,7 +614,6 @@ class TwoLayerGDLoop:
         self.ev = evaluation
         self.reduce = reduce
         self.distributed = reduce is not _identity
-        n_test = 0 if evaluation.x_test is None or evaluation.two_layer is not None else evaluation.x_test.shape[1]
         # the global n, so that every DDP world size evaluates the same steps
         self.every = _every(
             eval_every, evaluation, n_global * m * (2 * d + 3 * k), _two_layer_eval_cost(evaluation, m, d, k)

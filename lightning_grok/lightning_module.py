@@ -73,12 +73,16 @@ class GrokkingModule(L.LightningModule):
         models: list[nn.Module],
         tensors: list[RunData],
         population_rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        member_optim: tuple[list[float], list[float]] | None = None,
     ):
         """``population_rows``: per member, feature-space rows P (K, m) and targets r (K, 1) whose mean squared
         error is the closed-form population loss of every GD iterate (theory/population.population_rows); the
-        linear GD loops measure them instead of the test set. None: the test set."""
+        linear GD loops measure them instead of the test set. None: the test set.
+        ``member_optim``: (eta per member, lambda per member) for the linear GD loops, in place of ``cfg.optim``'s
+        lr and weight_decay (batched sweep points, ``lightning_grok.batch``)."""
         super().__init__()
         self.population_rows = population_rows
+        self.member_optim = member_optim
         self.automatic_optimization = False
         self.cfg = cfg
         self.model = models[0]
@@ -235,7 +239,7 @@ class GrokkingModule(L.LightningModule):
             ev.test_labels = stacked(lambda t: t.test_labels)
             ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
             y = stacked(lambda t: t.y_train[rows])
-            lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
+            lr, wd = self.member_optim or (self.cfg.optim.lr, self.cfg.optim.weight_decay)
             # the row-space form needs all training rows in one process
             loop_class = RowSpaceGDLoop if self.rowspace and world == 1 else LinearGDLoop
             self._loop = loop_class(

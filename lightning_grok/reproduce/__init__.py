@@ -1,6 +1,6 @@
 """Every figure of the paper with one command: run its sweep files through the offline agent, then draw.
 
-  lightning-grok reproduce FIGURE [FIGURE ...|all] [--quick] [--seeds K] [--agents N] [--out DIR]
+  lightning-grok reproduce FIGURE [FIGURE ...|all] [--quick] [--seeds K] [--agents N] [--no-batch] [--out DIR]
                            [--from DIR] [--partial] [key=value ...]
 
 FIGURE is fig1 ... fig7, modular or modular_transformer (``FIGURES``). Each figure is a list of panels; each
@@ -16,6 +16,10 @@ the offline agent (``lightning_grok.sweep``) into ``<out>/<figure>/<sweep>[-quic
 * SIGINT / SIGTERM are passed on to the agents, which stop their runs at a checkpoint and record them
   ``killed``; ``reproduce`` waits for them, draws nothing and exits 130 / 143;
 * ``--agents N`` starts N agents on the same sweep directories (they split the points);
+* points of a panel that differ only in per-member scalars (lambda, eta, nu^2, label noise, teacher norm, seed;
+  ridge and random features) train as one batched GD loop in one agent, each with its own run directory,
+  ``phases.json`` and W&B run, equal to the point run alone (``lightning_grok.batch``); ``--no-batch`` runs
+  every point alone;
 * ``--from DIR`` runs nothing: it draws from run directories made elsewhere (a SLURM array of
   ``lightning-grok sweep SWEEP --sweep-dir DIR/<sweep>``, or an earlier ``--out``).
 

@@ -243,7 +243,8 @@ def bound_verdicts(panel_runs: Mapping[str, Sequence[Run]]) -> dict[str, dict[st
 def _run_seconds(folder: Path | None, key: str = "wall") -> float | None:
     """Sum over the finished runs recorded in a sweep directory's state.json of their wall seconds (``key``
     "wall": ended_at - started_at) or CPU seconds ("cpu": the agent's measure of its child; runs recorded before
-    it was kept count 0)."""
+    it was kept count 0). The points of one batched GD loop (their records' ``batch``, ``lightning_grok.batch``)
+    share its one duration (each counts its share); their ``cpu_s`` is already a share."""
     if folder is None:
         return None
     try:
@@ -253,7 +254,9 @@ def _run_seconds(folder: Path | None, key: str = "wall") -> float | None:
     done = [r for r in state.get("runs", {}).values() if r.get("state") == "finished" and r.get("ended_at")]
     if key == "cpu":
         return sum(float(r.get("cpu_s") or 0.0) for r in done)
-    return sum((r.get("ended_at") or 0) - (r.get("started_at") or 0) for r in done)
+    return sum(
+        ((r.get("ended_at") or 0) - (r.get("started_at") or 0)) / max(1, len(r.get("batch") or ())) for r in done
+    )
 
 
 def _settings(folder: Path | None) -> dict | None:

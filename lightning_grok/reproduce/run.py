@@ -20,6 +20,7 @@ from lightning_grok.reproduce.figures import FIGURES
 from lightning_grok.reproduce.report import _finish_figure
 from lightning_grok.reproduce.schedule import point_seconds
 from lightning_grok.reproduce.sweeps import (
+    BATCH_ENV,
     Job,
     StopSignals,
     check_overrides,
@@ -182,6 +183,7 @@ def reproduce(
     env: Mapping[str, str] | None = None,
     say: Callable[[str], None] = print,
     warn: Callable[[str], None] = _stderr,
+    batch: bool = True,
 ) -> dict[str, dict]:
     """Run (unless ``from_dir``) and draw figures ``names`` (``"all"`` for every one); returns per figure
     {status, lacking, png, pdf, json, fits_md, data (what the JSON holds), plotted (the drawn arrays)}.
@@ -210,6 +212,8 @@ def reproduce(
         check_from_dir(Path(from_dir))
     opts = {"quick": quick, "seeds": seeds, "overrides": tuple(overrides)}
     check_overrides([FIGURES[n] for n in names], **opts)
+    if not batch:  # every point in its own GD loop (``sweeps.batch_points``)
+        env = {**(os.environ if env is None else env), BATCH_ENV: "1"}
     with StopSignals() as stop:
         return _reproduce(names, out_dir, opts, agents, from_dir, partial, env, say, warn, stop)
 

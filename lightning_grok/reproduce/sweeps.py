@@ -333,6 +333,21 @@ def run_agents(
     return max(codes, key=lambda c: (c != 0, abs(c)))
 
 
+BATCH_ENV = "LIGHTNING_GROK_BATCH_POINTS"  # points an agent trains as one batched GD loop; 1: one at a time
+BATCH_POINTS = 16
+
+
+def batch_points(env: Mapping[str, str] | None = None) -> int:
+    """Points of a panel that differ only in per-member scalars (lambda, eta, nu^2, ...) that an agent trains as
+    one batched GD loop (``lightning_grok.batch``): ``$LIGHTNING_GROK_BATCH_POINTS`` (``reproduce --no-batch``
+    sets 1), else 16."""
+    text = (os.environ if env is None else env).get(BATCH_ENV, "")
+    try:
+        return max(1, int(text)) if text else BATCH_POINTS
+    except ValueError:
+        return BATCH_POINTS
+
+
 def _agent_main(argv: Sequence[str]) -> int:
     """The child interpreter: one offline agent per sweep directory in turn (``--retry-failed``, so interrupted
     and crashed points resume from their checkpoints).
@@ -363,7 +378,8 @@ def _agent_main(argv: Sequence[str]) -> int:
             sd = SweepDir(sweep_dir)
             sd.init(spec)
             raw = yaml.safe_load(Path(sweep_file).read_text())
-            agent = Agent(spec, sd, AgentOptions(retry_failed=True, priority=priority(raw)))
+            options = AgentOptions(retry_failed=True, priority=priority(raw), batch=batch_points())
+            agent = Agent(spec, sd, options)
             current[:] = [agent]
             for signum in pending:  # arrived while the agent was being made
                 agent._on_signal(signum, None)

@@ -29,6 +29,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,9 @@ class AgentOptions:
     grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
     max_failures: int = 3  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
+    # points claimed at once; those that differ only in per-member scalars (lambda, eta, nu^2, ...) train as one
+    # batched GD loop in one forked child (``lightning_grok.batch``); 1: one point at a time. Needs ``fork``.
+    batch: int = 1
     priority: Callable[[dict], float] | None = None  # grid: run the unclaimed point with the largest value first
 
 
@@ -205,9 +209,12 @@ class Agent:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _loop(self, started: float) -> int:
-        ran = results = failures = 0
-        while self.stop_signal is None and (self.opt.count is None or ran < self.opt.count):
+    def _claim(self, started: float, most: int) -> list[dict]:
+        """The next point, and with ``most`` > 1 the points after it that can train in one batched GD loop with it
+        (equal ``batch.batch_key``), up to ``most``; the first that cannot is released at once for any agent."""
+        records: list[dict] = []
+        key = None
+        while len(records) < most and self.stop_signal is None:
             record = self.dir.claim(
                 self.spec,
                 self.me,
@@ -217,17 +224,52 @@ class Agent:
                 priority=self.opt.priority,
             )
             if record is None:
+                break
+            if most > 1:
+                this = self._batch_key(record)
+                if records and (this is None or this != key):
+                    self.dir.release(record["name"])
+                    break
+                key = this
+                if this is None:
+                    return [record]
+            records.append(record)
+        return records
+
+    @staticmethod
+    def _batch_key(record: dict) -> str | None:
+        """``batch.batch_key`` of a claimed point's config; None for a command that is not a forkable ``fit``."""
+        from lightning_grok.batch import batch_key, config_of
+
+        args = forkable_args(record["command"])
+        if args is None:
+            return None
+        try:
+            return batch_key(config_of(args)[0])
+        except Exception:  # noqa: BLE001 - fit itself reports a bad command; here the point only runs alone
+            return None
+
+    def _loop(self, started: float) -> int:
+        ran = results = failures = 0
+        while self.stop_signal is None and (self.opt.count is None or ran < self.opt.count):
+            most = max(1, self.opt.batch if self.opt.fork else 1)
+            if self.opt.count is not None:
+                most = min(most, self.opt.count - ran)
+            records = self._claim(started, most)
+            if not records:
                 self.say(f"nothing left to run in {self.dir.root}")
                 break
             if self.stop_signal is not None:
-                self.dir.release(record["name"])
+                for record in records:
+                    self.dir.release(record["name"])
                 break
-            state, exit_code = self.run_one(record)
-            ran += 1
+            outcomes = [self.run_one(records[0])] if len(records) == 1 else self.run_batch(records)
+            for state, exit_code in outcomes:
+                ran += 1
+                results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
+                unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
+                failures = failures + 1 if unexpected else 0
             self._say_progress()
-            results += state == "finished" or (state == "failed" and exit_code == EXIT_DIVERGED)
-            unexpected = state != "finished" and exit_code not in EXPECTED_FAILURES and self.stop_signal is None
-            failures = failures + 1 if unexpected else 0
             if failures >= self.opt.max_failures:
                 self.say(f"giving up after {failures} runs in a row failed unexpectedly (see their agent.log)")
                 return EXIT_TOO_MANY_FAILURES
@@ -330,6 +372,73 @@ class Agent:
         if state == "failed" and exit_code not in EXPECTED_FAILURES:
             self._show_tail(log_path)
         return state, exit_code
+
+    def run_batch(self, records: list[dict]) -> list[tuple[str, int]]:
+        """Run claimed points as one batched GD loop in one forked child; (state, exit status) per point.
+
+        The child (``lightning_grok.batch.batch_main``) writes each point's exit status to a file; a point it
+        did not finish (a signal, a crash) is recorded from its phases.json if this attempt wrote one, else by
+        the child's exit status. Its output goes to the first point's agent.log (the others' say where)."""
+        from lightning_grok.batch import batch_main
+
+        names = [r["name"] for r in records]
+        dirs = [self.dir.run_dir(r) for r in records]
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        log_path = dirs[0] / "agent.log"
+        for d in dirs[1:]:
+            with open(d / "agent.log", "a") as note:
+                note.write(f"trained in one batched GD loop with {', '.join(names)}; its log: {log_path}\n")
+        shown = "; ".join(
+            " ".join(f"{k}={r['params'][k]}" for k in self.spec.swept_names) or "(constants only)" for r in records
+        )
+        self.say(f"{', '.join(names)} started as one batched GD loop: {shown} (log: {log_path})")
+        fd, status_path = tempfile.mkstemp(prefix=".batch-", suffix=".json", dir=self.dir.root)
+        os.close(fd)
+        os.unlink(status_path)
+        commands = [forkable_args(r["command"]) for r in records]
+        t0 = time.time()
+        with open(log_path, "ab") as log:
+            proc = ForkedRun(
+                [status_path, json.dumps(commands)],
+                log.fileno(),
+                child_env(),
+                _child_setup(os.getpid()),
+                target=batch_main,
+            )
+            for name in names:
+                self.dir.update(name, child_pid=proc.pid, batch=names)  # one duration for all (collect._run_seconds)
+            cpu_before = _children_cpu()
+            with contextlib.ExitStack() as beats:
+                for name in names:
+                    beats.enter_context(_Heartbeat(self.dir, name, self.opt.heartbeat_every))
+                exit_code = self._wait(proc)
+            cpu = round((_children_cpu() - cpu_before) / len(names), 3)  # the batch's CPU time, shared equally
+            for name in names:
+                self.dir.update(name, cpu_s=cpu)
+        try:
+            codes = json.loads(Path(status_path).read_text())
+        except (OSError, ValueError):
+            codes = None
+        finally:
+            Path(status_path).unlink(missing_ok=True)
+        outcomes = []
+        for i, (name, run_dir) in enumerate(zip(names, dirs, strict=True)):
+            run = self._result_since(run_dir, t0)
+            code = codes[i] if codes is not None else exit_code
+            if codes is None and run is not None and run.status in ("completed", "diverged"):
+                code = EXIT_OK if run.status == "completed" else EXIT_DIVERGED  # ended before the child did
+            result = result_of(run) if run is not None else None
+            state, reason = classify(code, self.stop_signal, run.status if run is not None else None)
+            self.dir.finish(name, state, code, result, reason)
+            times = ""
+            if run is not None:
+                times = f": t1={format_value(run.t_overfit)} t2={format_value(run.t_generalize)} ({run.status})"
+            self.say(f"{name} {state}{f' ({reason})' if reason else ''} after {time.time() - t0:.1f} s{times}")
+            outcomes.append((state, code))
+        if any(s == "failed" and c not in EXPECTED_FAILURES for s, c in outcomes):
+            self._show_tail(log_path)
+        return outcomes
 
     @staticmethod
     def _result_since(run_dir: Path, t0: float) -> RunResult | None:

@@ -65,6 +65,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="start each run in a fresh interpreter instead of a fork of this agent (which imports torch and "
         "Lightning once)",
     )
+    s.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="claim up to N points at once and train those that differ only in per-member scalars (lambda, eta, "
+        "nu^2, label-noise std, teacher norm, seed) as one batched GD loop, each with its own run directory (1: one "
+        "point at a time)",
+    )
     s.add_argument("--dry-run", action="store_true", help="validate and print the runs' commands, run nothing")
     s.add_argument("--table", action="store_true", help="print the sweep's table when the agent ends")
     s.set_defaults(func=main_sweep)
@@ -90,6 +98,9 @@ def main_sweep(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         _error(f"--count must be >= 1, got {args.count}")
         return EXIT_CONFIG
+    if args.batch < 1:
+        _error(f"--batch must be >= 1, got {args.batch}")
+        return EXIT_CONFIG
     try:
         spec = load_spec(args.sweep_file, sweep_dir=args.sweep_dir)
     except SweepSpecError as exc:
@@ -114,6 +125,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         grace=args.grace,
         max_failures=args.max_failures,
         fork=not args.spawn,
+        batch=args.batch,
     )
     try:
         sweep_dir.init(spec)

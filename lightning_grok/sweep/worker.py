@@ -53,9 +53,17 @@ def _exit_code(value: object) -> int:
 
 class ForkedRun:
     """A subprocess.Popen-like handle (``pid``, ``poll``, ``wait``, ``send_signal``) of ``cli.main(args)``
-    run in a forked child with its own session, ``env`` as environment and ``log_fd`` as stdout and stderr."""
+    (or ``target(args)``) run in a forked child with its own session, ``env`` as environment and ``log_fd`` as
+    stdout and stderr."""
 
-    def __init__(self, args: list[str], log_fd: int, env: dict[str, str], setup: Callable[[], None] | None):
+    def __init__(
+        self,
+        args: list[str],
+        log_fd: int,
+        env: dict[str, str],
+        setup: Callable[[], None] | None,
+        target: Callable[[list[str]], object] | None = None,
+    ):
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -72,9 +80,10 @@ class ForkedRun:
                 os.dup2(log_fd, 2)
                 os.environ.clear()
                 os.environ.update(env)
-                from lightning_grok.cli import main
+                if target is None:
+                    from lightning_grok.cli import main as target
 
-                code = _exit_code(main(args))
+                code = _exit_code(target(args))
             except SystemExit as exc:
                 code = _exit_code(exc.code)
             except BaseException:  # noqa: BLE001 - the child reports and exits; it must never return
