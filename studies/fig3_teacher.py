@@ -53,7 +53,7 @@ from lightning_grok.models import build_model  # noqa: E402
 from lightning_grok.seeding import generator  # noqa: E402
 from lightning_grok.theory import population as pop  # noqa: E402
 from lightning_grok.theory.exact import ExactDynamics, LinearProblem  # noqa: E402
-from lightning_grok.theory.grid import LIMIT_STEP  # noqa: E402
+from lightning_grok.theory.grid import LIMIT_STEP, step_grid  # noqa: E402
 from lightning_grok.theory.problem import feature_moments, param_dtype  # noqa: E402
 
 # The criteria of issue 16 item 3, as numbers:
@@ -152,7 +152,7 @@ def times(ex: ExactDynamics, c: float) -> dict:
     if t1 is not None and t1 > 0:
         out["plateau_10t1"] = float(ex.population_loss(10 * t1)[0])
         end = t2 / 2 if t2 is not None else ex.horizon()
-        grid = ex._grid()
+        grid = step_grid(ex.horizon())  # the grid the exact times are searched on
         grid = grid[(grid >= t1) & (grid <= end)]
         if len(grid):
             out["plateau_min"] = float(np.min(ex.population_loss(grid)))
