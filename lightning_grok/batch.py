@@ -57,6 +57,7 @@ from lightning_grok.experiment import (
     _close_wandb,
     build,
     check_stability,
+    phase_callback,
 )
 from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk, _blocks_to_fill, eval_points
 from lightning_grok.lightning_module import FIRST_CALL_STEPS, GrokkingModule
@@ -226,18 +227,7 @@ def _prepare(cfg: DictConfig, config_name: str, stack: contextlib.ExitStack) -> 
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
     store_config(output_dir, config)
-    phases = PhaseTransitionCallback(
-        cfg.phases.eps,
-        cfg.phases.c,
-        cfg.phases.acc_threshold,
-        [m.theory for m in built.members],
-        output_dir,
-        config,
-        cfg.trainer.max_steps,
-        cfg.wandb.log_points,
-        cfg.phases.stop_margin,
-        theory_note=built.theory_note,
-    )
+    phases = phase_callback(cfg, built, output_dir, config)
     trainer = _PointTrainer([_Recorder()] if logger is not None else [])
     point = _Point(cfg, output_dir, config, built, phases, logger, trainer)
     phases.on_fit_start(trainer, point.module)  # the dtype's epsilon; the module's log schedule

@@ -127,6 +127,22 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger, plu
     )
 
 
+def phase_callback(cfg: DictConfig, built: Built, output_dir: Path, config: dict) -> PhaseTransitionCallback:
+    """The run's phase callback: t1, t2, bounds and logging of ``built``'s members, from ``cfg``'s phases keys."""
+    return PhaseTransitionCallback(
+        cfg.phases.eps,
+        cfg.phases.c,
+        cfg.phases.acc_threshold,
+        [m.theory for m in built.members],
+        output_dir,
+        config,
+        cfg.trainer.max_steps,
+        cfg.wandb.log_points,
+        cfg.phases.stop_margin,
+        theory_note=built.theory_note,
+    )
+
+
 def fit(cfg: DictConfig, config_name: str = "run", built: Built | None = None) -> tuple[int, dict]:
     """Train one run (``built``: the pieces, when the caller already built them from ``cfg``).
 
@@ -185,18 +201,7 @@ def _fit(
     logger = make_logger(cfg, output_dir, config)  # may refuse (exit 2): W&B online without credentials, ...
     if rank_zero:
         store_config(output_dir, config)
-    phases = PhaseTransitionCallback(
-        cfg.phases.eps,
-        cfg.phases.c,
-        cfg.phases.acc_threshold,
-        [m.theory for m in built.members],
-        output_dir,
-        config,
-        cfg.trainer.max_steps,
-        cfg.wandb.log_points,
-        cfg.phases.stop_margin,
-        theory_note=built.theory_note,
-    )
+    phases = phase_callback(cfg, built, output_dir, config)
     control = RunControl(
         flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes, share
     )
