@@ -343,7 +343,6 @@ class RowSpaceGDLoop:
         self.every = _every(eval_every, evaluation, n * n * k, n_test * (n + 1) * k)
         self.coefs = torch.empty(max_steps_per_call + 1, b, k, n, dtype=phi.dtype, device=phi.device)
         self._mode_cache: _Modes | None = None
-        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # theta written, its Z, its perp
 
     def _per_member(self, block: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """block (S, B, k, n) times right (B, n, p) -> (S, B, k, p), as one matrix product per member."""
@@ -397,19 +396,15 @@ class RowSpaceGDLoop:
     @torch.no_grad()
     def run(self, theta: torch.Tensor, start: int, steps: int, wanted: np.ndarray | None = None) -> Chunk:
         """Advance ``theta`` (B, m, k) in place by ``steps`` GD steps, in mode coordinates (``_modes``): one
-        elementwise multiply-add a step. Records of theta_start..., computed every ``_record_block`` steps.
-        When ``theta`` is what the previous call wrote, its coordinates are taken from that call."""
+        elementwise multiply-add a step. Records of theta_start..., computed every ``_record_block`` steps."""
         modes, v, coefs = self._modes(), self.v, self.coefs
         # products with V as rows times matrix, (B, k, .) @ (B, ., .): several times faster on CPUs than V @ columns
         v_t = v.transpose(1, 2)
-        last = self._last
-        if last is not None and last[0].shape == theta.shape and torch.equal(last[0], theta):
-            coefs[0].copy_(last[1])  # theta is what the last call wrote: its coordinates, without projecting again
-            perp = last[2]
-        else:
-            c0 = theta.transpose(1, 2) @ v  # (B, k, n) = (V^T theta)^T
-            perp = theta - (c0 @ v_t).transpose(1, 2)  # decays by (1 - eta lambda) per step, untouched by data
-            coefs[0] = c0 @ modes.q
+        # theta is projected afresh every call, never carried over from the last one: a run resumed from a
+        # checkpoint (a new loop) then does the same arithmetic from a chunk boundary as the run that went on
+        c0 = theta.transpose(1, 2) @ v  # (B, k, n) = (V^T theta)^T
+        perp = theta - (c0 @ v_t).transpose(1, 2)  # decays by (1 - eta lambda) per step, untouched by data
+        coefs[0] = c0 @ modes.q
         flat = coefs.flatten(2)  # (K + 1, B, k n)
         zs, rates, gain = flat[: steps + 1].unbind(0), modes.rates, modes.gain  # views of this call's steps only
         powers = self._powers(steps, theta)  # (K, B): (1 - eta lambda)^i of each member
@@ -429,7 +424,6 @@ class RowSpaceGDLoop:
                 torch.linalg.vecdot(dz, dz, out=sums[2, lo:hi])
         perp_end = self.decay**steps * perp
         theta.copy_((coefs[steps] @ modes.q.transpose(1, 2) @ v_t).transpose(1, 2) + perp_end)
-        self._last = (theta.clone(), coefs[steps].clone(), perp_end)
         block = coefs[:steps]
         train = sums[0] / (2 * self.n_global)
         perp2 = perp.square().sum(dim=(1, 2))  # (B,)
