@@ -1,20 +1,19 @@
 """Every config key, documented from the schema itself: type, default, allowed values, one line of meaning.
 
-The meaning of a key is the comment on its line in ``config.py`` (one place to write it); the type and
-default come from the dataclass field, the allowed values from the validation rules. ``lightning-grok fit
---help`` and ``lightning-grok config`` print the table, so no key has to be found by mistyping it.
+Each of these is written once, in config/schema.py: the type and the default are the dataclass field's, the
+meaning its ``metadata["help"]``, the allowed values the Enum of a closed set (else the range rule of
+config/rules.py). ``lightning-grok fit --help`` and ``lightning-grok config`` print the table, so no key has to
+be found by mistyping it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import io
-import tokenize
-import typing
 from dataclasses import dataclass
+from enum import Enum
 
-from lightning_grok import config as config_module
+from lightning_grok.config import RENAMED_KEYS, allowed
+from lightning_grok.config.schema import fields
 
 
 @dataclass(frozen=True)
@@ -26,27 +25,6 @@ class KeyDoc:
     meaning: str
 
 
-def _line_comments() -> dict[int, str]:
-    """Source line number -> the comment on that line, for config.py."""
-    source = inspect.getsource(config_module)
-    comments = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    return comments
-
-
-def _field_lines(cls: type) -> dict[str, int]:
-    """Field name -> line number (in config.py) of its definition in dataclass ``cls``."""
-    lines, start = inspect.getsourcelines(cls)
-    out = {}
-    for i, text in enumerate(lines):
-        name, colon, _ = text.strip().partition(":")
-        if colon and name.isidentifier():
-            out.setdefault(name, start + i)
-    return out
-
-
 def _type_name(tp: object) -> str:
     text = tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
     return str(text).replace("typing.", "").replace("NoneType", "None")
@@ -54,29 +32,17 @@ def _type_name(tp: object) -> str:
 
 def describe_keys() -> list[KeyDoc]:
     """One KeyDoc per leaf key of ``RunConfig``, in schema order."""
-    comments = _line_comments()
-    allowed = {key: text for key, _, text in config_module._rules()}
+    rules = allowed()
     docs: list[KeyDoc] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        lines = _field_lines(cls)
-        for f in dataclasses.fields(cls):
-            key = f"{prefix}{f.name}"
-            hint = hints.get(f.name, f.type)
-            if dataclasses.is_dataclass(hint):
-                walk(hint, f"{key}.")
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = "(required)"
-            meaning = comments.get(lines.get(f.name, -1), "")
-            docs.append(KeyDoc(key, _type_name(hint), repr(default), allowed.get(key, ""), meaning))
-
-    walk(config_module.RunConfig, "")
+    for key, (hint, f) in fields().items():
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        shown = repr(default.value if isinstance(default, Enum) else default)
+        docs.append(KeyDoc(key, _type_name(hint), shown, rules.get(key, ""), f.metadata.get("help", "")))
     return docs
 
 
@@ -92,4 +58,6 @@ def format_keys() -> str:
         detail = "; ".join(p for p in (d.meaning, f"allowed: {d.allowed}" if d.allowed else "") if p)
         if detail:
             lines.append(f"  {'':<{kw}}    {detail}")
+    renamed = ", ".join(f"{old} (now {new})" for old, new in RENAMED_KEYS.items())
+    lines.append(f"renamed keys, still read under the old name with a warning: {renamed}")
     return "\n".join(lines)

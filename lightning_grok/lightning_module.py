@@ -111,13 +111,13 @@ class GrokkingModule(L.LightningModule):
         return [self.model, *self.ensemble]
 
     def _wants_rowspace(self) -> bool:
-        """trainer.kernel rowspace or auto, when the row space is smaller (n < m): O(n) instead of O(nm) a step
+        """trainer.gd_loop rowspace or auto, when the row space is smaller (n < m): O(n) instead of O(nm) a step
         (the row-space step is elementwise in its eigenbasis, gd_loops.RowSpaceGDLoop).
 
         Measured on the ridge defaults (n = 100, m = 1000, one seed, the GD loops alone with their records, CPU
         time, one thread, load 5): 405,000 steps/s against 25,700 for the parameter-space GD loop (129,000 for the
         earlier O(n^2) row-space step), and more so for larger m or several seeds."""
-        kind = self.cfg.trainer.kernel
+        kind = self.cfg.trainer.gd_loop
         if not self.uses_linear_loop or kind == "parameter":
             return False
         n, m = self.tensors[0].n_train, self.model.trainable.shape[0]

@@ -136,7 +136,7 @@ def run_shape(cfg: Any, members: int | None = None) -> dict[str, Any]:
     cross_entropy = data.kind == "modular" and data.target == "index"
     theory = family != "two_layer" and optim.name == "gd" and full_batch and not cross_entropy
     linear_loop = theory and "mixed" not in str(trainer.precision)
-    rowspace = linear_loop and trainer.kernel != "parameter" and n < m
+    rowspace = linear_loop and trainer.gd_loop != "parameter" and n < m
     floats = b * (n if rowspace else m) * k if linear_loop else None
     per_call = int(trainer.steps_per_call) or auto_steps_per_call(floats)
     return {

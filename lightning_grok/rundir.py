@@ -25,7 +25,7 @@ import yaml
 from omegaconf import DictConfig
 
 from lightning_grok.atomic import atomic_write_text
-from lightning_grok.config import ConfigError
+from lightning_grok.config import RENAMED_KEYS, ConfigError
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "run.lock"
@@ -71,10 +71,16 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 TRANSFORMER_KEYS = ("model.n_layers", "model.d_model", "model.n_heads")
 
 
+# a renamed key's new name -> the name it had when run directories and checkpoints were first written
+FIRST_NAMES = {new: old for old, new in RENAMED_KEYS.items()}
+
+
 def result_keys(config: dict) -> dict[str, object]:
     """The flattened config less the keys a resumed run may change (``RESUMABLE_CHANGES``) and, unless the model is
-    the transformer, less the transformer's keys (``TRANSFORMER_KEYS``), which cannot change what it computes."""
-    flat = _flat(config)
+    the transformer, less the transformer's keys (``TRANSFORMER_KEYS``), which cannot change what it computes.
+    A renamed key stands under its first name (``FIRST_NAMES``: ``trainer.gd_loop`` as ``trainer.kernel``), so a
+    config.yaml or a checkpoint written before the rename has the same identity and fingerprint as one after."""
+    flat = {FIRST_NAMES.get(k, k): v for k, v in _flat(config).items()}
     inert = TRANSFORMER_KEYS if flat.get("model.family") != "transformer" else ()
     return {k: v for k, v in flat.items() if not any(k.startswith(p) for p in RESUMABLE_CHANGES) and k not in inert}
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from lightning_grok.config import ConfigError, _is_prime
+from lightning_grok.config import ConfigError
 from lightning_grok.data.base import RunData
+from lightning_grok.primes import is_prime
 from lightning_grok.seeding import generator
 
 FIELD_OPERATIONS = ("div",)  # need b^{-1}, i.e. Z_p a field
@@ -34,7 +35,7 @@ def pair_tokens(x: torch.Tensor, p: int) -> torch.Tensor:
 
 def operation_table(p: int, operation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All (a, b, a op b mod p); for division b ranges over 1..p-1 and a/b = a * b^(p-2) mod p."""
-    if operation in FIELD_OPERATIONS and not _is_prime(p):
+    if operation in FIELD_OPERATIONS and not is_prime(p):
         raise ConfigError(f"invalid value for 'data.modulus': {p} (allowed: a prime, '{operation}' needs a field)")
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
@@ -67,7 +68,7 @@ def modular_tensors(cfg: DictConfig) -> RunData:
     x = torch.cat([eye[a], eye[b]], dim=1)
     y = eye[c]
     order = torch.randperm(len(c), generator=generator(cfg.seed, "split"))
-    n_train = int(round(d.train_fraction * len(c)))  # at least one pair on each side: config._validate_split
+    n_train = int(round(d.train_fraction * len(c)))  # at least one pair on each side: config.rules._validate_split
     tr, te = order[:n_train], order[n_train:]
     return RunData(
         x_train=x[tr],

@@ -166,7 +166,7 @@ def regression_tensors(cfg: DictConfig, feature_map: FeatureMap | None = None) -
         noise = torch.randn(y_clean.shape, generator=generator(seed, "noise"), dtype=torch.float64)
         y_train = y_clean + data.label_noise_std * noise
 
-    exact = data.population == "exact"  # the combinations allowed: config._validate_population
+    exact = data.population == "exact"  # the combinations allowed: config.rules._validate_population
     x_test = y_test = None
     if exact and project:
         # the d points z = sqrt(s2 d) e_i: their features sqrt(s2) W^T give the exact population loss

@@ -22,6 +22,6 @@ def build_model(cfg: DictConfig, input_dim: int, out_dim: int, generator: torch.
         return RandomFeatureModel(input_dim, m.width, m.init_scale, out_dim, m.features, m.fourier_variance, generator)
     if m.family == "two_layer":
         return TwoLayerModel(input_dim, m.width, m.init_scale, out_dim, generator)
-    if m.family == "transformer":  # modular arithmetic only (config._validate_transformer): p classes
+    if m.family == "transformer":  # modular arithmetic only (config.rules._validate_transformer): p classes
         return ModularTransformer(cfg.data.modulus, m.n_layers, m.d_model, m.n_heads, generator)
     raise ValueError(f"unknown model.family {m.family!r}")
