@@ -63,7 +63,7 @@ def without_dir(phases: dict) -> dict:
 @pytest.mark.parametrize("kernel", ["rowspace", "parameter"])
 def test_batched_points_equal_the_points_run_alone(tmp_path: Path, kernel: str):
     cfgs = [
-        load("ridge.yaml", *BASE, *p, f"trainer.kernel={kernel}", f"output_dir={tmp_path}/b{i}")
+        load("ridge.yaml", *BASE, *p, f"trainer.gd_loop={kernel}", f"output_dir={tmp_path}/b{i}")
         for i, p in enumerate(POINTS)
     ]
     assert len({batch_key(c) for c in cfgs}) == 1
@@ -71,7 +71,7 @@ def test_batched_points_equal_the_points_run_alone(tmp_path: Path, kernel: str):
     steps = []
     for i, (point, (code, result)) in enumerate(zip(POINTS, batched, strict=True)):
         code_alone, alone = fit(
-            load("ridge.yaml", *BASE, *point, f"trainer.kernel={kernel}", f"output_dir={tmp_path}/s{i}"), "ridge"
+            load("ridge.yaml", *BASE, *point, f"trainer.gd_loop={kernel}", f"output_dir={tmp_path}/s{i}"), "ridge"
         )
         assert code == code_alone == 0
         on_disk = json.loads((tmp_path / f"b{i}" / "phases.json").read_text())
@@ -106,7 +106,7 @@ def test_random_features_with_a_sampled_test_set_evaluate_where_their_lone_runs_
         "data.n_test=500",
         "trainer.max_steps=3000",
         "phases.stop_margin=0.02",
-        "trainer.kernel=parameter",
+        "trainer.gd_loop=parameter",
     )
     assert auto_eval_every(2 * 30 * 200, 500 * 200) > 1
     wds = ("3e-3", "1e-3", "3e-4")

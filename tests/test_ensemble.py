@@ -13,10 +13,10 @@ ARGS = ("optim.weight_decay=1e-3", "trainer.max_steps=3000", "model.width=400", 
 
 @pytest.mark.parametrize("kernel", ["parameter", "rowspace"])
 def test_members_equal_sequential_runs(tmp_path, kernel):
-    _, ens = fit("ridge.yaml", tmp_path / "ens", *ARGS, "seeds=4", f"trainer.kernel={kernel}")
+    _, ens = fit("ridge.yaml", tmp_path / "ens", *ARGS, "seeds=4", f"trainer.gd_loop={kernel}")
     assert len(ens["members"]) == 4
     for i, member in enumerate(ens["members"]):
-        _, single = fit("ridge.yaml", tmp_path / f"s{i}", *ARGS, f"seed={i}", "trainer.kernel=parameter")
+        _, single = fit("ridge.yaml", tmp_path / f"s{i}", *ARGS, f"seed={i}", "trainer.gd_loop=parameter")
         assert (member["t_overfit"], member["t_generalize"]) == (single["t_overfit"], single["t_generalize"])
         assert member["exact"]["t_generalize"] == single["exact"]["t_generalize"] == single["t_generalize"]
         assert member["final"]["test/loss"] == pytest.approx(single["final"]["test/loss"], rel=1e-9)
@@ -29,8 +29,8 @@ def test_members_equal_sequential_runs(tmp_path, kernel):
 
 def test_rowspace_kernel_follows_the_parameter_space_trajectory(tmp_path):
     args = (*ARGS, "data.teacher=zero")
-    _, p = fit("ridge.yaml", tmp_path / "p", *args, "trainer.kernel=parameter")
-    _, r = fit("ridge.yaml", tmp_path / "r", *args, "trainer.kernel=rowspace")
+    _, p = fit("ridge.yaml", tmp_path / "p", *args, "trainer.gd_loop=parameter")
+    _, r = fit("ridge.yaml", tmp_path / "r", *args, "trainer.gd_loop=rowspace")
     tp = torch.load(tmp_path / "p" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["model.theta"]
     tr = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["model.theta"]
     torch.testing.assert_close(tr, tp, rtol=1e-10, atol=1e-12)
@@ -49,8 +49,8 @@ def test_rowspace_kernel_with_a_test_set_and_random_features(tmp_path):
         "optim.weight_decay=2e-3",
         "trainer.max_steps=2500",
     )
-    _, p = fit("random_features.yaml", tmp_path / "p", *args, "trainer.kernel=parameter")
-    _, r = fit("random_features.yaml", tmp_path / "r", *args, "trainer.kernel=rowspace")
+    _, p = fit("random_features.yaml", tmp_path / "p", *args, "trainer.gd_loop=parameter")
+    _, r = fit("random_features.yaml", tmp_path / "r", *args, "trainer.gd_loop=rowspace")
     assert (r["t_overfit"], r["t_generalize"]) == (p["t_overfit"], p["t_generalize"])
     assert r["final"]["test/loss"] == pytest.approx(p["final"]["test/loss"], rel=1e-9)
     assert r["final"]["test/surrogate_acc"] == p["final"]["test/surrogate_acc"]

@@ -188,7 +188,7 @@ def test_killed_agent_leaves_a_crashed_point_that_a_retry_finishes(tmp_path: Pat
     params["trainer.max_steps"] = {"value": 300_000}
     # the parameter-space loop (O(n m) a step, about 9 s here): the row-space loop's O(n) steps end 300k steps in
     # about a second, before the agent is killed
-    params["trainer.kernel"] = {"value": "parameter"}
+    params["trainer.gd_loop"] = {"value": "parameter"}
     sweep = write_sweep(tmp_path / "kill.yaml", params)
     sweep_dir = tmp_path / "sweep"
     victim = start_agent(sweep, sweep_dir, agent_env)

@@ -140,7 +140,7 @@ def test_random_features_sparse_phase_times_equal_every_step_and_exact(tmp_path,
         "data.teacher=student",
         "optim.weight_decay=2e-3",
         "trainer.max_steps=3000",
-        f"trainer.kernel={kernel}",
+        f"trainer.gd_loop={kernel}",
         FEW_LOG_POINTS,
     )
     dense, _ = _fit("random_features.yaml", tmp_path / "dense", *args, eval_every=1)
