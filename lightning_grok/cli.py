@@ -10,7 +10,8 @@
 Overrides use the ``key=value`` form that W&B sweeps pass with ``${args_no_hyphens}``; ``--key=value``
 (W&B's ``${args}``) is accepted too.
 
-exit status of fit: 0 completed; 1 a file could not be written (disk full; earlier results intact);
+exit status (each one named in lightning_grok/exit_codes.py):
+fit: 0 completed; 1 a file could not be written (disk full; earlier results intact);
 2 bad input, nothing trained; 3 diverged; 130 stopped by SIGINT, 143 by SIGTERM (checkpoint saved:
 run the same command again to resume). sweep: 0 done; 1 gave up or every run failed; 2 bad input;
 128 + N stopped by signal N. reproduce: 0 every figure drawn; 1 a file could not be written (a full disk: the
@@ -28,6 +29,7 @@ import argparse
 import errno
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -35,8 +37,7 @@ from omegaconf import OmegaConf
 
 from lightning_grok.config import ConfigError, load_config
 from lightning_grok.confighelp import format_keys
-
-EXIT_CONFIG = 2
+from lightning_grok.exit_codes import EXIT_CONFIG, EXIT_IO, EXIT_OK, exit_for_signal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, list(args.overrides) + overrides, verb=args.verb)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg, resolve=True), end="")
-            return 0
+            return EXIT_OK
         if args.verb == "fit":
             from lightning_grok.experiment import fit
             from lightning_grok.wandb_logger import run_name
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out = predictions(cfg)
         print(theory_json(out) if args.json else format_theory(out))
-        return 0
+        return EXIT_OK
     except ConfigError as exc:
         print(f"lightning-grok: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -167,7 +168,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         from lightning_grok.reproduce.run import dry_run
 
         print(dry_run(args.figures, quick=args.quick, seeds=args.seeds, overrides=args.overrides, agents=args.agents))
-        return 0
+        return EXIT_OK
     try:
         out = reproduce(
             args.figures,
@@ -189,13 +190,13 @@ def _reproduce(args: argparse.Namespace) -> int:
         return exc.exit_status
     except KeyboardInterrupt:  # before the handlers were in place: nothing had started
         print("lightning-grok reproduce: interrupted; the same command resumes it", file=sys.stderr)
-        return 130
+        return exit_for_signal(signal.SIGINT)
     except OSError as exc:  # one line naming the file, e.g. a full disk while a figure is saved
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
         where = f" {exc.filename}" if exc.filename else ""
         what = f"cannot write{where}" if full else (where.strip() or "input/output")
         print(f"lightning-grok reproduce: error: {what}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return EXIT_IO
     return max((r["status"] for r in out.values()), key=lambda c: (c != 0, c))
 
 

@@ -22,9 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from lightning_grok.exit_codes import EXIT_CONFIG, EXIT_LOCK_TIMEOUT, EXIT_OK
 from lightning_grok.sweep.spec import SweepSpecError, default_sweep_dir, load_spec
-
-EXIT_CONFIG = 2
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -115,7 +114,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         print(f"{spec.path}: {len(points)} {kind}, run directories under {root / 'runs'}")
         for i, point in enumerate(points, 1):
             print(" ".join(spec.argv(point, root.resolve() / "runs" / f"{spec.name}-{i:04d}")))
-        return 0
+        return EXIT_OK
     sweep_dir = SweepDir(root, lock_timeout=args.lock_timeout)
     options = AgentOptions(
         count=args.count,
@@ -135,7 +134,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except Timeout:
         _error(f"could not take the lock {sweep_dir.lock.lock_file} within {args.lock_timeout} s")
-        return 1
+        return EXIT_LOCK_TIMEOUT
     if args.table:
         from lightning_grok.sweep.table import render
 
@@ -166,4 +165,4 @@ def main_sweep_table(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `sweep-table --json | head`: the reader has what it wanted
         # stdout's buffer still holds bytes for the closed pipe; point it at /dev/null so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return EXIT_OK
