@@ -48,6 +48,7 @@ from lightning_grok.exit_codes import (
 )
 from lightning_grok.results import RunResult, format_duration, format_value
 from lightning_grok.signals import slurm_job_id
+from lightning_grok.sweep.defaults import GRACE_S, HEARTBEAT_EVERY_S, MAX_FAILURES, STALE_AFTER_S
 from lightning_grok.sweep.spec import SweepSpec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, read_result, result_of
 from lightning_grok.sweep.worker import ForkedRun, forkable_args, preimport
@@ -67,10 +68,10 @@ SCRUBBED_ENV = ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_P
 class AgentOptions:
     count: int | None = None  # at most this many runs from this agent; None: until the sweep is done
     retry_failed: bool = False
-    stale_after: float = 600.0  # seconds without a heartbeat before another host's run counts as crashed
-    heartbeat_every: float = 30.0
-    grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
-    max_failures: int = 3  # consecutive unexpected failures before the agent gives up
+    stale_after: float = STALE_AFTER_S  # seconds without a heartbeat before another host's run counts as crashed
+    heartbeat_every: float = HEARTBEAT_EVERY_S  # seconds between two touches of a running run's heartbeat file
+    grace: float = GRACE_S  # seconds a run gets to exit after SIGTERM before SIGKILL
+    max_failures: int = MAX_FAILURES  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
     # points claimed at once; those that differ only in per-member scalars (lambda, eta, nu^2, ...) train as one
     # batched GD loop in one forked child (``lightning_grok.batch``); 1: one point at a time. Needs ``fork``.

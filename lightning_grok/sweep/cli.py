@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from lightning_grok.exit_codes import EXIT_CONFIG, EXIT_LOCK_TIMEOUT, EXIT_OK
+from lightning_grok.sweep.defaults import GRACE_S, HEARTBEAT_EVERY_S, LOCK_TIMEOUT_S, MAX_FAILURES, STALE_AFTER_S
 from lightning_grok.sweep.spec import SweepSpecError, default_sweep_dir, load_spec
 
 
@@ -46,18 +47,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--stale-after",
         type=float,
-        default=600.0,
-        help="seconds without a heartbeat after which another host's running run counts as crashed (600)",
+        default=STALE_AFTER_S,
+        help="seconds without a heartbeat after which another host's running run counts as crashed "
+        f"({STALE_AFTER_S:g})",
     )
-    s.add_argument("--heartbeat-every", type=float, default=30.0, help=argparse.SUPPRESS)
-    s.add_argument("--grace", type=float, default=30.0, help="seconds a run gets after SIGTERM before SIGKILL (30)")
+    s.add_argument("--heartbeat-every", type=float, default=HEARTBEAT_EVERY_S, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--grace", type=float, default=GRACE_S, help=f"seconds a run gets after SIGTERM before SIGKILL ({GRACE_S:g})"
+    )
     s.add_argument(
         "--max-failures",
         type=int,
-        default=3,
-        help="give up after this many unexpected run failures in a row (3; diverged runs do not count)",
+        default=MAX_FAILURES,
+        help=f"give up after this many unexpected run failures in a row ({MAX_FAILURES}; diverged runs do not count)",
     )
-    s.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for the state lock (600)")
+    s.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT_S,
+        help=f"seconds to wait for the state lock ({LOCK_TIMEOUT_S:g})",
+    )
     s.add_argument(
         "--spawn",
         action="store_true",
