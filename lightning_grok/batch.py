@@ -364,7 +364,7 @@ def _train(active: list[_Point], flags: SignalFlags, share: CpuShare | None = No
 
 def config_of(args: list[str]) -> tuple[DictConfig, str]:
     """(config, config name) of the CLI arguments ``fit <config> key=value ...``, as ``cli.main`` builds them."""
-    from lightning_grok.cli import _parser
+    from lightning_grok.commands import parser as _parser
     from lightning_grok.config import load_config
     from lightning_grok.wandb_logger import run_name
 

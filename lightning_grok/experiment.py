@@ -28,6 +28,13 @@ from lightning_grok.callbacks.progress import StepProgressBar
 from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 from lightning_grok.config import ConfigError, check_step_size, to_container
 from lightning_grok.data.datamodule import FullBatchDataModule
+from lightning_grok.exit_codes import (
+    EXIT_CONFIG,  # noqa: F401 - importable from here, as before (batch.py)
+    EXIT_DIVERGED,
+    EXIT_IO,
+    EXIT_OK,
+    exit_for_signal,
+)
 from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import Member, build_member, describe_population
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
@@ -38,8 +45,6 @@ from lightning_grok.theory.run_theory import RunTheory
 from lightning_grok.threads import CpuShare
 from lightning_grok.trainer_checks import check_trainer
 from lightning_grok.wandb_logger import make_logger
-
-EXIT_OK, EXIT_IO, EXIT_CONFIG, EXIT_DIVERGED = 0, 1, 2, 3
 
 
 @dataclass
@@ -237,7 +242,7 @@ def _fit(
             f"checkpoint in {last_checkpoint(output_dir)}. Run the same command again to resume.",
             file=sys.stderr,
         )
-        return 128 + int(control.stopped_by), result
+        return exit_for_signal(control.stopped_by), result
     return (EXIT_DIVERGED if status == "diverged" else EXIT_OK), result
 
 

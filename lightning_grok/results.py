@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_grok.tables import text_table
+
 SCHEMA_VERSION = 2
 TIMES = ("t_overfit", "t_generalize", "grokking_time")
 # a member's fields that describe the run, not the member: never repeated inside members
@@ -732,37 +734,36 @@ def format_run_table(res: RunResult | Mapping) -> str:
     run = as_result(res)
     fmt = format_value
     if run.single is None:
-        lines = [
-            f"== phase transitions of {len(run.members)} seeds ({run.status}, {run.steps_run} steps) ==",
-            f"{'member':8}{'t1':>10}{'exact t1':>10}{'t2':>10}{'exact t2':>10}{'t2-t1':>10}",
-        ]
+        rows: list[list[object]] = [["member", "t1", "exact t1", "t2", "exact t2", "t2-t1"]]
         for i, m in enumerate(run.members):
             ex = m.exact
-            lines.append(
-                f"{i:<8}{fmt(m.t_overfit):>10}{fmt(ex and ex.t_overfit):>10}{fmt(m.t_generalize):>10}"
-                f"{fmt(ex and ex.t_generalize):>10}{fmt(m.grokking_time):>10}"
+            rows.append(
+                [i, fmt(m.t_overfit), fmt(ex and ex.t_overfit), fmt(m.t_generalize), fmt(ex and ex.t_generalize)]
+                + [fmt(m.grokking_time)]
             )
-        for key in TIMES:
-            a = run.aggregate[key]
-            stats = "  ".join(f"{s} {fmt(getattr(a, s))}" for s in ("mean", "std", "min", "max"))
-            lines.append(f"{key:16} {stats}")
-        return "\n".join(lines)
+        stats = [
+            [key, "  ".join(f"{s} {fmt(getattr(run.aggregate[key], s))}" for s in ("mean", "std", "min", "max"))]
+            for key in TIMES
+        ]
+        return "\n".join(
+            [
+                f"== phase transitions of {len(run.members)} seeds ({run.status}, {run.steps_run} steps) ==",
+                *text_table(rows, align="<>>>>>", min_widths=(6, 8, 8, 8, 8, 8)),
+                *text_table(stats, min_widths=(16,), sep=" "),
+            ]
+        )
     m = run.single
-    lines = [
-        f"== phase transitions ({run.status}, {run.steps_run} steps) ==",
-        f"{'':24}{'measured':>12}{'exact':>12}",
-    ]
+    times: list[list[object]] = [["", "measured", "exact"]]
     for key, label in zip(TIMES, ("t1 (overfit)", "t2 (generalize)", "grokking time t2-t1"), strict=True):
-        lines.append(f"{label:24}{fmt(run.times[key]):>12}{fmt(m.exact[key] if m.exact else None):>12}")
+        times.append([label, fmt(run.times[key]), fmt(m.exact[key] if m.exact else None)])
     if m.accuracy:
-        lines.append(f"{'t1 by accuracy':24}{fmt(m.accuracy.t_overfit):>12}")
-        lines.append(f"{'t2 by accuracy':24}{fmt(m.accuracy.t_generalize):>12}")
-    if m.bounds:
-        lines.append(f"{'bound':28}{'value':>12}  verdict")
-        for name, b in m.bounds.items():
-            lines.append(f"{name:28}{fmt(b.value):>12}  {b.verdict}")
-    for name, e in m.envelopes.items():
-        lines.append(f"{name:28}{fmt(e.worst_ratio):>12}  {e.verdict}")
+        times.append(["t1 by accuracy", fmt(m.accuracy.t_overfit)])
+        times.append(["t2 by accuracy", fmt(m.accuracy.t_generalize)])
+    lines = [f"== phase transitions ({run.status}, {run.steps_run} steps) ==", *text_table(times, "<>>", (22, 10, 10))]
+    verdicts: list[list[object]] = [["bound", "value", "verdict"]] if m.bounds else []
+    verdicts += [[name, fmt(b.value), b.verdict] for name, b in m.bounds.items()]
+    verdicts += [[name, fmt(e.worst_ratio), e.verdict] for name, e in m.envelopes.items()]
+    lines += text_table(verdicts, "<>", (26, 10))
     for note in m.missing:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 * ``check_writable``: ``output_dir`` must be a directory this process can create and write (not a file,
   not on a read-only mount), checked by really creating a file: root ignores permission bits, mounts don't.
-* ``RunLock``: an exclusive ``flock`` on ``<output_dir>/run.lock``, released by the kernel when the holder
-  dies (kill -9 included), so a second live ``fit`` into the same directory is refused, naming the holder.
+* ``RunLock``: ``filelock``'s exclusive ``flock`` on ``<output_dir>/run.lock``, taken without waiting and
+  released by the kernel when the holder dies (kill -9 included), so a second live ``fit`` into the same
+  directory is refused at once, naming the holder (recorded in ``<output_dir>/run.lock.holder``).
 * ``check_identity``: the resolved config is stored as ``<output_dir>/config.yaml``; resuming into the
   directory with a config that differs in a key that can change results is refused, naming the keys.
 """
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from filelock import Timeout, UnixFileLock
 from omegaconf import DictConfig
 
 from lightning_grok.atomic import atomic_write_text
@@ -29,6 +30,7 @@ from lightning_grok.config import RENAMED_KEYS, ConfigError
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "run.lock"
+HOLDER_FILE = "run.lock.holder"  # who holds LOCK_FILE: "pid N on HOST since TIME (command)"; gone on release
 # keys that cannot change what a run computes, only how far it goes or how it is shown and logged
 RESUMABLE_CHANGES = (
     "trainer.max_steps",
@@ -121,35 +123,44 @@ def store_config(output_dir: Path, config: dict) -> None:
 
 
 class RunLock:
-    """Exclusive lock of a run directory for this process (``with RunLock(dir):``); ConfigError if held."""
+    """Exclusive lock of a run directory for this process (``with RunLock(dir):``); ConfigError naming the
+    holder if another live process has it.
+
+    ``filelock.UnixFileLock`` on ``run.lock``, acquired with timeout 0 (never waits). It is an ``flock``, so the
+    kernel frees it when the holder dies however it dies; the holder's description, written to ``run.lock.holder``
+    once the lock is taken and removed on release, is what a refused process prints (a holder killed by -9
+    leaves it behind, and the next holder overwrites it)."""
 
     def __init__(self, output_dir: Path):
         self.path = Path(output_dir) / LOCK_FILE
-        self._fd: int | None = None
+        self.holder_path = Path(output_dir) / HOLDER_FILE
+        self._lock = UnixFileLock(str(self.path), timeout=0)
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
-            os.close(fd)
+            self._lock.acquire()
+        except Timeout:
+            try:
+                holder = self.holder_path.read_text(errors="replace").strip()
+            except OSError:
+                holder = ""
             raise ConfigError(
-                f"output_dir {str(self.path.parent)!r} is in use by {holder}; wait for it to end, stop it, "
-                "or choose another output_dir"
+                f"output_dir {str(self.path.parent)!r} is in use by {holder or 'an unknown process'}; wait for it "
+                "to end, stop it, or choose another output_dir"
             ) from None
-        os.ftruncate(fd, 0)
         holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        os.pwrite(fd, f"{holder} ({' '.join(sys.argv[:3])})\n".encode(), 0)
-        self._fd = fd
+        try:
+            atomic_write_text(self.holder_path, f"{holder} ({' '.join(sys.argv[:3])})\n")
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
+        if self._lock.is_locked:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+                self.holder_path.unlink(missing_ok=True)
+            self._lock.release()
 
 
 def resolve_output_dir(cfg: DictConfig, config_name: str) -> Path:

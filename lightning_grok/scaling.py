@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from lightning_grok import tables
+
 CONFIDENCE = 0.95
 
 
@@ -198,12 +200,12 @@ def _fmt(v: float | None) -> str:
 
 def markdown_table(reports: Sequence[FitReport]) -> str:
     """One row per fit: the law, the measured slope with its 95% interval, the prediction and the verdict."""
-    rows = ["| law | fitted slope (95% CI) | observations | prediction | verdict |", "|---|---|---|---|---|"]
+    rows = []
     for r in reports:
         slope = "-" if r.fit is None else f"{r.fit.slope:.4g} [{r.fit.ci_low:.4g}, {r.fit.ci_high:.4g}]"
         count = "-" if r.fit is None else f"{r.fit.n_obs} at {r.fit.n_x} values"
-        rows.append(f"| {r.y_label} vs {r.x_label} | {slope} | {count} | {r.predicted} | {r.verdict} |")
-    return "\n".join(rows)
+        rows.append([f"{r.y_label} vs {r.x_label}", slope, count, r.predicted, r.verdict])
+    return tables.markdown_table(["law", "fitted slope (95% CI)", "observations", "prediction", "verdict"], rows)
 
 
 # ---------------------------------------------------------------------------------------------- bounds
@@ -416,11 +418,14 @@ def _bound_verdict_text(r: BoundReport) -> str:
 def bounds_markdown(reports: Sequence[BoundReport]) -> str:
     """One row per bound: the seeds judged, the ratio measured / bound (range), its trend along the sweep
     (slope of ln ratio, 95% CI) and the verdict naming any seed that violates it."""
-    rows = [
-        "| bound (judged per seed) | seeds | measured / bound | trend: slope of ln(measured / bound) (95% CI) | "
-        "verdict |",
-        "|---|---|---|---|---|",
+    header = [
+        "bound (judged per seed)",
+        "seeds",
+        "measured / bound",
+        "trend: slope of ln(measured / bound) (95% CI)",
+        "verdict",
     ]
+    rows = []
     for r in reports:
         kind = f"{r.time} {r.side} bound {r.bound}" + (f" [{r.source}]" if r.source else "")
         kind += f", panel {r.panel}" if r.panel else ""
@@ -431,8 +436,8 @@ def bounds_markdown(reports: Sequence[BoundReport]) -> str:
         else:
             t = r.trend
             trend = f"{t.slope:.3g} [{t.ci_low:.3g}, {t.ci_high:.3g}] vs {r.x_label}: {r.trend_words}"
-        rows.append(f"| {kind} | {r.seeds}{extra} | {rng} | {trend} | {_bound_verdict_text(r)} |")
-    return "\n".join(rows)
+        rows.append([kind, f"{r.seeds}{extra}", rng, trend, _bound_verdict_text(r)])
+    return tables.markdown_table(header, rows)
 
 
 # ---------------------------------------------------------------------------------------------- claims
@@ -535,7 +540,7 @@ def check_claim(
 def claims_markdown(reports: Sequence[ClaimReport]) -> str:
     """One row per caption: what it says, the panel and time, the measured numbers, the rule (with the
     tolerance's name, value and reason where one is used) and the verdict."""
-    rows = ["| caption | panel | measured | rule | verdict |", "|---|---|---|---|---|"]
+    rows = []
     for r in reports:
         if r.kind == "flat":
             rule = f"largest / smallest point mean <= {r.tolerance.text()}" if r.tolerance else "-"
@@ -543,5 +548,5 @@ def claims_markdown(reports: Sequence[ClaimReport]) -> str:
             side = "> 0" if r.kind == "increases" else "< 0"
             rule = f"slope's 95% interval {side} (no tolerance)"
         where = f"{r.panel}: " if r.panel else ""
-        rows.append(f"| {r.text} | {where}{r.time} {r.kind} | {r.measured} | {rule} | {r.verdict} |")
-    return "\n".join(rows)
+        rows.append([r.text, f"{where}{r.time} {r.kind}", r.measured, rule, r.verdict])
+    return tables.markdown_table(["caption", "panel", "measured", "rule", "verdict"], rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from lightning_grok.atomic import atomic_write_json
+from lightning_grok.exit_codes import EXIT_INCOMPLETE, exit_for_signal
 from lightning_grok.reproduce.collect import Run, find_panel_dir, read_runs
 from lightning_grok.reproduce.figures import FIGURES
 from lightning_grok.reproduce.report import _finish_figure
@@ -33,8 +34,6 @@ from lightning_grok.reproduce.sweeps import (
 )
 from lightning_grok.results import format_duration
 
-EXIT_INCOMPLETE = 4  # a figure lacks points (missing, failed or interrupted runs): not drawn without --partial
-
 
 class Stopped(Exception):
     """``reproduce`` stopped by SIGINT or SIGTERM: its agents stopped their runs (checkpointed, recorded
@@ -42,7 +41,7 @@ class Stopped(Exception):
 
     def __init__(self, signum: int):
         self.signum = int(signum)
-        self.exit_status = 128 + self.signum
+        self.exit_status = exit_for_signal(self.signum)
         super().__init__(f"stopped by {signal.Signals(self.signum).name}")
 
 

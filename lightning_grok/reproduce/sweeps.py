@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from lightning_grok.atomic import atomic_write_text
+from lightning_grok.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_SIGNAL_BASE, exit_for_signal
 from lightning_grok.reproduce.figures import QUICK_SUFFIX, Figure, Panel
 from lightning_grok.reproduce.schedule import longest_point, priority
 
@@ -269,7 +270,7 @@ class StopSignals:
 
     @property
     def exit_status(self) -> int | None:
-        return None if self.signum is None else 128 + int(self.signum)
+        return None if self.signum is None else exit_for_signal(self.signum)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # elsewhere the caller owns signals
@@ -297,7 +298,7 @@ def run_agents(
 
     todo = [j for j in jobs if not j.complete]
     if not todo:
-        return 0
+        return EXIT_OK
     # longest first (schedule.py): every agent takes the sweeps in this order and, within one, its longest point
     todo.sort(key=lambda j: -longest_point(j.raw, grid_points(j)))
     with contextlib.ExitStack() as stack:
@@ -372,7 +373,7 @@ def _agent_main(argv: Sequence[str]) -> int:
     status = 0
     for sweep_file, sweep_dir in json.loads(argv[1]):
         if pending:
-            return 128 + pending[0]
+            return exit_for_signal(pending[0])
         try:
             spec = load_spec(sweep_file, sweep_dir=sweep_dir, check_config=False)  # the parent checked every point
             sd = SweepDir(sweep_dir)
@@ -387,10 +388,10 @@ def _agent_main(argv: Sequence[str]) -> int:
             current.clear()
         except (SweepSpecError, SweepStateError) as exc:
             print(f"lightning-grok reproduce: error: {exc}", file=sys.stderr)
-            return 2
-        if code >= 128:  # stopped by a signal: the rest waits for the next reproduce
+            return EXIT_CONFIG
+        if code >= EXIT_SIGNAL_BASE:  # stopped by a signal: the rest waits for the next reproduce
             return code
         if agent.stop_signal is not None:  # arrived as the agent returned
-            return 128 + agent.stop_signal
+            return exit_for_signal(agent.stop_signal)
         status = status or code
     return status

@@ -36,17 +36,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_grok.exit_codes import (
+    EXIT_ALL_FAILED,
+    EXIT_CONFIG,
+    EXIT_DIVERGED,
+    EXIT_NOT_STARTED,
+    EXIT_OK,
+    EXIT_SIGNAL_BASE,
+    EXIT_TOO_MANY_FAILURES,
+    exit_for_signal,
+)
 from lightning_grok.results import RunResult, format_duration, format_value
 from lightning_grok.signals import slurm_job_id
+from lightning_grok.sweep.defaults import GRACE_S, HEARTBEAT_EVERY_S, MAX_FAILURES, STALE_AFTER_S
 from lightning_grok.sweep.spec import SweepSpec
 from lightning_grok.sweep.state import AgentInfo, SweepDir, point_key, read_result, result_of
 from lightning_grok.sweep.worker import ForkedRun, forkable_args, preimport
 
-EXIT_OK, EXIT_TOO_MANY_FAILURES, EXIT_ALL_FAILED = 0, 1, 1
-EXIT_NOT_STARTED = 127  # recorded for a run whose command could not be executed (the shell's convention)
 # exit statuses of fit that are answers about the point, not signs of a broken setup
-EXPECTED_FAILURES = {2: "rejected config", 3: "diverged"}
-EXIT_DIVERGED = 3  # the run trained and measured its divergence: a result, like finished
+EXPECTED_FAILURES = {EXIT_CONFIG: "rejected config", EXIT_DIVERGED: "diverged"}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PREEMPT_SIGNAL = signal.SIGUSR1
 REQUEUE_TIMEOUT = 60.0  # seconds for `scontrol requeue` to answer
@@ -60,10 +68,10 @@ SCRUBBED_ENV = ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SWEEP_ID", "WANDB_SWEEP_P
 class AgentOptions:
     count: int | None = None  # at most this many runs from this agent; None: until the sweep is done
     retry_failed: bool = False
-    stale_after: float = 600.0  # seconds without a heartbeat before another host's run counts as crashed
-    heartbeat_every: float = 30.0
-    grace: float = 30.0  # seconds a run gets to exit after SIGTERM before SIGKILL
-    max_failures: int = 3  # consecutive unexpected failures before the agent gives up
+    stale_after: float = STALE_AFTER_S  # seconds without a heartbeat before another host's run counts as crashed
+    heartbeat_every: float = HEARTBEAT_EVERY_S  # seconds between two touches of a running run's heartbeat file
+    grace: float = GRACE_S  # seconds a run gets to exit after SIGTERM before SIGKILL
+    max_failures: int = MAX_FAILURES  # consecutive unexpected failures before the agent gives up
     fork: bool = True  # run points in forked children of this (pre-imported) agent; False: a fresh interpreter
     # points claimed at once; those that differ only in per-member scalars (lambda, eta, nu^2, ...) train as one
     # batched GD loop in one forked child (``lightning_grok.batch``); 1: one point at a time. Needs ``fork``.
@@ -155,8 +163,8 @@ def classify(exit_code: int, stop_signal: int | None, run_status: str | None = N
         return "finished", None
     if exit_code < 0:
         how = f"terminated by {_signal_name(-exit_code)}"
-    elif exit_code > 128:  # fit's 128 + N after a stop by signal N, checkpoint saved (130, 143)
-        how = f"interrupted by {_signal_name(exit_code - 128)} (exit {exit_code})"
+    elif exit_code > EXIT_SIGNAL_BASE:  # fit's 128 + N after a stop by signal N, checkpoint saved (130, 143)
+        how = f"interrupted by {_signal_name(exit_code - EXIT_SIGNAL_BASE)} (exit {exit_code})"
     elif exit_code == 0:
         how = "interrupted (exit 0, phases.json status: interrupted)" if run_status else "stopped (exit 0)"
     else:
@@ -277,7 +285,7 @@ class Agent:
             self.say(f"stopped by {_signal_name(self.stop_signal)}")
             if self.stop_signal == PREEMPT_SIGNAL:
                 self._requeue()
-            return 128 + self.stop_signal
+            return exit_for_signal(self.stop_signal)
         if ran and not results:
             self.say(f"every run this agent started failed ({ran}): see the table and their agent.log")
             return EXIT_ALL_FAILED

@@ -22,9 +22,9 @@ import os
 import sys
 from pathlib import Path
 
+from lightning_grok.exit_codes import EXIT_CONFIG, EXIT_LOCK_TIMEOUT, EXIT_OK
+from lightning_grok.sweep.defaults import GRACE_S, HEARTBEAT_EVERY_S, LOCK_TIMEOUT_S, MAX_FAILURES, STALE_AFTER_S
 from lightning_grok.sweep.spec import SweepSpecError, default_sweep_dir, load_spec
-
-EXIT_CONFIG = 2
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -47,18 +47,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--stale-after",
         type=float,
-        default=600.0,
-        help="seconds without a heartbeat after which another host's running run counts as crashed (600)",
+        default=STALE_AFTER_S,
+        help="seconds without a heartbeat after which another host's running run counts as crashed "
+        f"({STALE_AFTER_S:g})",
     )
-    s.add_argument("--heartbeat-every", type=float, default=30.0, help=argparse.SUPPRESS)
-    s.add_argument("--grace", type=float, default=30.0, help="seconds a run gets after SIGTERM before SIGKILL (30)")
+    s.add_argument("--heartbeat-every", type=float, default=HEARTBEAT_EVERY_S, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--grace", type=float, default=GRACE_S, help=f"seconds a run gets after SIGTERM before SIGKILL ({GRACE_S:g})"
+    )
     s.add_argument(
         "--max-failures",
         type=int,
-        default=3,
-        help="give up after this many unexpected run failures in a row (3; diverged runs do not count)",
+        default=MAX_FAILURES,
+        help=f"give up after this many unexpected run failures in a row ({MAX_FAILURES}; diverged runs do not count)",
     )
-    s.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for the state lock (600)")
+    s.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT_S,
+        help=f"seconds to wait for the state lock ({LOCK_TIMEOUT_S:g})",
+    )
     s.add_argument(
         "--spawn",
         action="store_true",
@@ -115,7 +123,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         print(f"{spec.path}: {len(points)} {kind}, run directories under {root / 'runs'}")
         for i, point in enumerate(points, 1):
             print(" ".join(spec.argv(point, root.resolve() / "runs" / f"{spec.name}-{i:04d}")))
-        return 0
+        return EXIT_OK
     sweep_dir = SweepDir(root, lock_timeout=args.lock_timeout)
     options = AgentOptions(
         count=args.count,
@@ -135,7 +143,7 @@ def main_sweep(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except Timeout:
         _error(f"could not take the lock {sweep_dir.lock.lock_file} within {args.lock_timeout} s")
-        return 1
+        return EXIT_LOCK_TIMEOUT
     if args.table:
         from lightning_grok.sweep.table import render
 
@@ -166,4 +174,4 @@ def main_sweep_table(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `sweep-table --json | head`: the reader has what it wanted
         # stdout's buffer still holds bytes for the closed pipe; point it at /dev/null so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return EXIT_OK

@@ -34,6 +34,7 @@ from filelock import FileLock
 
 from lightning_grok.atomic import atomic_write_text
 from lightning_grok.results import TIMES, ResultError, RunResult, Times, flat_summary, load_run, parse
+from lightning_grok.sweep.defaults import LOCK_TIMEOUT_S, STALE_AFTER_S
 from lightning_grok.sweep.spec import SweepSpec, SweepSpecError, import_sweeps, params_of, same_runs
 
 STATE_VERSION = 1
@@ -167,7 +168,7 @@ def point_key(params: dict) -> str:
 class SweepDir:
     """One sweep's directory. Methods that change state take the lock themselves."""
 
-    def __init__(self, root: str | os.PathLike, lock_timeout: float = 600.0):
+    def __init__(self, root: str | os.PathLike, lock_timeout: float = LOCK_TIMEOUT_S):
         self.root = Path(root)
         self.lock = FileLock(str(self.root / "state.lock"), timeout=lock_timeout)
 
@@ -287,7 +288,7 @@ class SweepDir:
         *,
         retry_failed: bool = False,
         retry_before: float = 0.0,
-        stale_after: float = 600.0,
+        stale_after: float = STALE_AFTER_S,
         priority: Callable[[dict], float] | None = None,
     ) -> dict | None:
         """Choose the next point and record it as running for ``me``, all under the lock; None when done.

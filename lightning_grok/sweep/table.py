@@ -12,6 +12,7 @@ import yaml
 
 from lightning_grok.results import TIMES, ResultError, Times, format_value, load_run
 from lightning_grok.sweep.state import SweepDir, kept_result, point_key
+from lightning_grok.tables import text_table
 
 VERDICTS = {"holds": "ok", "violated": "VIOLATED", "hypothesis not met": "hyp", "undetermined": "?"}
 LEGEND = (
@@ -160,13 +161,7 @@ def format_aggregates(keys: list[str], groups: list[dict]) -> str:
         cells += [format_value(v) for v in (*st["t1"], *st["t2"])]
         cells += [str(st["t2_missing"]), str(g["pending"])]
         lines.append(cells)
-    return "\n".join(align([header, *lines]))
-
-
-def align(table: list[list[str]]) -> list[str]:
-    """Rows of cells as lines, each column as wide as its widest cell."""
-    widths = [max(len(str(c)) for c in col) for col in zip(*table, strict=True)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in table]
+    return "\n".join(text_table([header, *lines]))
 
 
 def format_table(params: list[str], table: list[dict], unit: str = "point") -> str:
@@ -194,7 +189,7 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
             cells += [format_value(acc.get("t_overfit")), format_value(acc.get("t_generalize"))]
         cells += [VERDICTS.get(row["bounds"].get(b), format_value(row["bounds"].get(b))) for b in bounds]
         lines.append(cells)
-    text = align([header, *lines])
+    text = text_table([header, *lines])
     counts: dict[str, int] = {}
     for row in table:
         counts[row["state"]] = counts.get(row["state"], 0) + 1

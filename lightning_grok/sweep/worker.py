@@ -2,13 +2,14 @@
 
 ``import lightning`` alone takes several seconds; a fresh interpreter per point pays it every time. The
 agent imports ``lightning_grok.experiment`` (torch, Lightning) and ``wandb`` once, and each point runs
-``lightning_grok.cli.main`` in a child made by ``os.fork``: one process per point, so a crash, a leak or
-a stuck thread stays with that point, and signals, exit statuses and the log file are the same as for a
+``lightning_grok.commands.main`` (the ``fit`` and ``theory`` verbs, below the CLI: this module never imports
+the CLI, which imports it) in a child made by ``os.fork``: one process per point, so a crash, a leak or a
+stuck thread stays with that point, and signals, exit statuses and the log file are the same as for a
 subprocess. The agent itself never runs a torch operation, so no OpenMP or BLAS thread pool exists at
 the fork (pools are not fork-safe once started).
 
-Only commands of the form ``<this interpreter> -m lightning_grok ...`` are forked; any other command (a
-wrapper script, another interpreter) runs as an ordinary subprocess.
+Only commands of the form ``<this interpreter> -m lightning_grok fit|theory ...`` are forked; any other command
+(a wrapper script, another interpreter, another verb) runs as an ordinary subprocess.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import time
 import traceback
 from collections.abc import Callable
 
+from lightning_grok.commands import RUN_VERBS
+from lightning_grok.commands import main as run_command
+
 PREIMPORTED = ("lightning_grok.experiment", "wandb")
 CHILD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # the agent's handlers are not the run's
 
@@ -33,13 +37,14 @@ def preimport() -> None:
 
 
 def forkable_args(command: list[str]) -> list[str] | None:
-    """The CLI arguments of ``command`` when it is this interpreter running ``-m lightning_grok``, else None.
+    """The CLI arguments of ``command`` when it is this interpreter running ``-m lightning_grok fit|theory``
+    (``commands.RUN_VERBS``), else None.
 
     A leading ``/usr/bin/env`` (W&B's ``${env}`` macro) is skipped; ``env`` with variable assignments is not
     forked, since the assignments would have to be applied by hand."""
     if command and os.path.basename(command[0]) == "env":
         command = command[1:]
-    if len(command) < 3 or command[1:3] != ["-m", "lightning_grok"]:
+    if len(command) < 4 or command[1:3] != ["-m", "lightning_grok"] or command[3] not in RUN_VERBS:
         return None
     same = os.path.realpath(command[0]) == os.path.realpath(sys.executable)
     return list(command[3:]) if same else None
@@ -52,9 +57,9 @@ def _exit_code(value: object) -> int:
 
 
 class ForkedRun:
-    """A subprocess.Popen-like handle (``pid``, ``poll``, ``wait``, ``send_signal``) of ``cli.main(args)``
-    (or ``target(args)``) run in a forked child with its own session, ``env`` as environment and ``log_fd`` as
-    stdout and stderr."""
+    """A subprocess.Popen-like handle (``pid``, ``poll``, ``wait``, ``send_signal``) of ``target(args)``
+    (default ``commands.main``, ``args`` being what follows ``lightning-grok``) run in a forked child with its
+    own session, ``env`` as environment and ``log_fd`` as stdout and stderr."""
 
     def __init__(
         self,
@@ -62,7 +67,7 @@ class ForkedRun:
         log_fd: int,
         env: dict[str, str],
         setup: Callable[[], None] | None,
-        target: Callable[[list[str]], object] | None = None,
+        target: Callable[[list[str]], object] = run_command,
     ):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -80,9 +85,6 @@ class ForkedRun:
                 os.dup2(log_fd, 2)
                 os.environ.clear()
                 os.environ.update(env)
-                if target is None:
-                    from lightning_grok.cli import main as target
-
                 code = _exit_code(target(args))
             except SystemExit as exc:
                 code = _exit_code(exc.code)
