@@ -187,20 +187,18 @@ def _columns(chunk: Chunk, lo: int, hi: int, loop: GrokkingModule) -> Chunk:
 def _loop_of(points: list[_Point]) -> GrokkingModule:
     """A module over every member of ``points`` whose linear GD loop steps each with its own point's eta, lambda."""
     first = points[0].module
-    models, tensors, lrs, wds, rows = [], [], [], [], []
+    models, tensors, problems, lrs, wds = [], [], [], [], []
     for p in points:
         members = p.module.members
         models += members
         tensors += p.module.tensors
+        problems += p.module.problems
         lrs += [float(p.cfg.optim.lr)] * len(members)
         wds += [float(p.cfg.optim.weight_decay)] * len(members)
-        if p.module.population_rows is not None:
-            rows += p.module.population_rows
-    if rows and len(rows) != len(models):
-        raise ValueError("batched points disagree on the closed-form population rows")
-    module = GrokkingModule(first.cfg, models, tensors, population_rows=rows or None, member_optim=(lrs, wds))
-    module.steps_per_call, module.eval_every = first.steps_per_call, first.eval_every
-    module.log_steps = first.log_steps
+    # every point keeps its lone run's K and logged steps (equal batch keys: equal plans but for the members)
+    plan = first.plan.with_members(len(models))
+    module = GrokkingModule(first.cfg, models, tensors, problems=problems, member_optim=(lrs, wds), plan=plan)
+    module.eval_every = first.eval_every
     module._build_loop()
     return module
 
@@ -238,7 +236,7 @@ def _finish(point: _Point) -> None:
     """The point's phases.json, curves.json, table and W&B run (its recorded rows, then the results)."""
     module = point.module
     status = "diverged" if module.diverged_at is not None else "completed"
-    populations = [{"population": describe_population(point.cfg, m)} for m in point.built.members]
+    populations = [{"population": describe_population(point.cfg, m, point.built.plan)} for m in point.built.members]
     try:
         result = point.phases.summarize(status=status, diverged_at=module.diverged_at, member_extras=populations)
         trainer = _PointTrainer([point.logger] if point.logger is not None else [])

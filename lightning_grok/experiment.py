@@ -37,10 +37,10 @@ from lightning_grok.exit_codes import (
 )
 from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import Member, build_member, describe_population
+from lightning_grok.plan import RunPlan
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.theory.exact import LinearProblem
-from lightning_grok.theory.problem import closed_form
 from lightning_grok.theory.run_theory import RunTheory
 from lightning_grok.threads import CpuShare
 from lightning_grok.trainer_checks import check_trainer
@@ -52,6 +52,7 @@ class Built:
     cfg: DictConfig
     members: list[Member]
     module: GrokkingModule
+    plan: RunPlan
 
     # member 0 stands for the run when there is one seed
     @property
@@ -80,17 +81,17 @@ def build(cfg: DictConfig) -> Built:
     """Seeded construction of every piece; two calls with one config give bit-identical tensors.
 
     With ``seeds`` = K > 1, member i is the run of seed ``seed + i`` (its own data, initialization and
-    teacher), and all K train in one batched GD loop.
+    teacher), and all K train in one batched GD loop. The run's plan (``plan.RunPlan``) is computed here, once, and
+    read by the members' theory and the module; the module trains on the members' Phi (their ``LinearProblem``).
     """
+    plan = RunPlan.from_config(cfg)
     members = []
     for i in range(cfg.seeds):
         member_cfg = cfg if i == 0 else OmegaConf.merge(cfg, {"seed": cfg.seed + i})
-        members.append(build_member(member_cfg))
-    rows = None
-    if closed_form(cfg) and all(m.problem is not None for m in members):
-        rows = [(torch.from_numpy(m.problem.phi_test), torch.from_numpy(m.problem.y_test)) for m in members]
-    module = GrokkingModule(cfg, [m.model for m in members], [m.tensors for m in members], population_rows=rows)
-    return Built(cfg, members, module)
+        members.append(build_member(member_cfg, plan))
+    models, tensors, problems = ([getattr(m, key) for m in members] for key in ("model", "tensors", "problem"))
+    module = GrokkingModule(cfg, models, tensors, problems=problems, plan=plan)
+    return Built(cfg, members, module, plan)
 
 
 def check_stability(built: Built) -> None:
@@ -141,10 +142,9 @@ def phase_callback(cfg: DictConfig, built: Built, output_dir: Path, config: dict
         [m.theory for m in built.members],
         output_dir,
         config,
-        cfg.trainer.max_steps,
-        cfg.wandb.log_points,
-        cfg.phases.stop_margin,
+        stop_margin=built.plan.stop_margin,
         theory_note=built.theory_note,
+        log_steps=built.plan.log_steps,
     )
 
 
@@ -231,7 +231,7 @@ def _fit(
             status = "interrupted"
         else:
             status = "diverged" if module.diverged_at is not None else "completed"
-        populations = [{"population": describe_population(cfg, member)} for member in built.members]
+        populations = [{"population": describe_population(cfg, member, built.plan)} for member in built.members]
         result = phases.summarize(status=status, diverged_at=module.diverged_at, member_extras=populations)
         phases.publish(trainer, result)
     finally:

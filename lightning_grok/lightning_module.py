@@ -19,16 +19,17 @@ applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradient
 gradients and updates its scale. The fused GD loops do their own arithmetic in the parameters' dtype, so they
 serve the ``*-true`` precisions; mixed precision trains on the autograd path.
 
-GD loops (gd_loops.py), chosen per run: full-batch ``gd`` on the squared loss runs a fused GD loop, the linear
-one (row-space or parameter-space) for models linear in their parameters, ``TwoLayerGDLoop`` for the
-two-layer network; everything else (sgd, adamw, mini-batches, cross-entropy, mixed precision) runs the
-autograd loop, one member only. The fused GD loops evaluate a test-set population loss sparsely, every
-s-th step (``trainer.eval_every``, 0 = automatic), with t1 and t2 still exact to the step (gd_loops.py).
+GD loops (gd_loops.py): the run's ``plan.RunPlan`` chooses the loop (``plan.loop``), K (``steps_per_call``),
+s (``eval_every``) and the logged steps (``log_steps``); the module builds what the plan says. Full-batch ``gd`` on the
+squared loss runs a fused GD loop, the linear one (row-space or parameter-space) for models linear in their
+parameters, ``TwoLayerGDLoop`` for the two-layer network; everything else (sgd, adamw, mini-batches,
+cross-entropy, mixed precision) runs the autograd loop, one member only. The linear GD loops train on the features
+Phi of the members' theory (``theory.problem.LinearProblem``: one Phi for training and theory). The fused GD loops
+evaluate a test-set population loss sparsely, every s-th step (``trainer.eval_every``, 0 = automatic), with t1 and
+t2 still exact to the step (gd_loops.py).
 """
 
 from __future__ import annotations
-
-import functools
 
 import lightning as L
 import torch
@@ -45,19 +46,20 @@ from lightning_grok.gd_loops import (
     RowSpaceGDLoop,
     TwoLayerGDLoop,
 )
-from lightning_grok.member_phases import log_schedule
-from lightning_grok.models.two_layer import TwoLayerModel
-from lightning_grok.resources import auto_steps_per_call, auto_two_layer_steps_per_call
+from lightning_grok.plan import (  # noqa: F401 - auto_two_layer_steps_per_call: re-exported (benchmarks)
+    FIRST_CALL_STEPS,
+    GDLoop,
+    RunPlan,
+    auto_two_layer_steps_per_call,
+)
 from lightning_grok.rundir import fingerprint
 from lightning_grok.seeding import generator
+from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.two_layer_population import TwoLayerPopulation
 
 # A run diverges when its training loss becomes non-finite, or exceeds both DIVERGENCE_GROWTH times its
 # minimum so far and its value at step 0: a blow-up, not the rounding noise of a loss near 1e-30.
 DIVERGENCE_GROWTH = 1e6
-# with an automatic steps_per_call the first call runs this many steps and each call doubles the step count
-# up to K, so the progress bar and a SIGINT see t1 (often a few hundred steps) when it happens
-FIRST_CALL_STEPS = 64
 
 
 class GrokkingModule(L.LightningModule):
@@ -72,32 +74,36 @@ class GrokkingModule(L.LightningModule):
         cfg: DictConfig,
         models: list[nn.Module],
         tensors: list[RunData],
-        population_rows: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        problems: list[LinearProblem | None] | None = None,
         member_optim: tuple[list[float], list[float]] | None = None,
+        plan: RunPlan | None = None,
     ):
-        """``population_rows``: per member, feature-space rows P (K, m) and targets r (K, 1) whose mean squared
-        error is the closed-form population loss of every GD iterate (theory/population.population_rows); the
-        linear GD loops measure them instead of the test set. None: the test set.
-        ``member_optim``: (eta per member, lambda per member) for the linear GD loops, in place of ``cfg.optim``'s
-        lr and weight_decay (batched sweep points, ``lightning_grok.batch``)."""
+        """``problems``: per member, its ``theory.problem.LinearProblem`` (None where no closed form applies). The
+        linear GD loops train on their features Phi and measure their test side (the test set's features, or the
+        closed-form population rows of random features with ``data.population=exact``), so training and theory
+        share one Phi. ``member_optim``: (eta per member, lambda per member) for the linear GD loops, in place of
+        ``cfg.optim``'s lr and weight_decay (batched sweep points, ``lightning_grok.batch``). ``plan``: the run's
+        plan (``RunPlan.from_config(cfg)`` for ``len(models)`` members when None)."""
         super().__init__()
-        self.population_rows = population_rows
+        self.plan = plan or RunPlan.from_config(cfg, members=len(models))
+        if self.plan.members != len(models):
+            raise ValueError(f"GrokkingModule: {len(models)} models for a plan of {self.plan.members} members")
+        self.problems = problems
         self.member_optim = member_optim
         self.automatic_optimization = False
         self.cfg = cfg
         self.model = models[0]
         self.ensemble = nn.ModuleList(models[1:])
         self.tensors = tensors
+        self._check_plan()
         self.gd_step = 0  # optimizer steps taken; the time axis of every measurement
-        self.max_steps = int(cfg.trainer.max_steps)
-        self.rowspace = self._wants_rowspace()
-        per_call = cfg.trainer.steps_per_call or self._auto_steps_per_call()
-        self.steps_per_call = int(min(per_call, self.max_steps))
-        self.ramp_up = not cfg.trainer.steps_per_call  # automatic K: early calls are short
+        self.max_steps = self.plan.max_steps
+        self.steps_per_call = self.plan.steps_per_call
+        self.ramp_up = self.plan.ramp_up  # automatic K: early calls are short
         # s of sparse evaluation (0 = automatic, 1 = every step); a plain attribute, so tests can set it
-        self.eval_every = int(cfg.trainer.eval_every)
-        # steps whose test side every GD loop evaluates: the phase callback's logging schedule (it sets its own)
-        self.log_steps = log_schedule(self.max_steps, int(cfg.wandb.log_points))
+        self.eval_every = self.plan.eval_every
+        # steps whose test side every GD loop evaluates: the logged steps (the phase callback's schedule)
+        self.log_steps = self.plan.log_steps
         self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
         self.loss_min: torch.Tensor | None = None  # (B,) smallest training loss so far, per member
@@ -110,50 +116,30 @@ class GrokkingModule(L.LightningModule):
     def members(self) -> list[nn.Module]:
         return [self.model, *self.ensemble]
 
-    def _wants_rowspace(self) -> bool:
-        """trainer.gd_loop rowspace or auto, when the row space is smaller (n < m): O(n) instead of O(nm) a step
-        (the row-space step is elementwise in its eigenbasis, gd_loops.RowSpaceGDLoop).
+    def _check_plan(self) -> None:
+        """The plan's sizes are those of the tensors and models the loop will get (n rows, m features)."""
+        n, plan = self.tensors[0].n_train, self.plan
+        m = None
+        if plan.loop.linear:
+            m = self.model.trainable.shape[0]
+        elif plan.loop is GDLoop.TWO_LAYER:
+            m = self.model.weight.shape[0]
+        if n != plan.n or (m is not None and m != plan.m):
+            raise ValueError(f"GrokkingModule: data and model (n={n}, m={m}) differ from the plan's (n={plan.n}, "
+                             f"m={plan.m})")  # fmt: skip
 
-        Measured on the ridge defaults (n = 100, m = 1000, one seed, the GD loops alone with their records, CPU
-        time, one thread, load 5): 405,000 steps/s against 25,700 for the parameter-space GD loop (129,000 for the
-        earlier O(n^2) row-space step), and more so for larger m or several seeds."""
-        kind = self.cfg.trainer.gd_loop
-        if not self.uses_linear_loop or kind == "parameter":
-            return False
-        n, m = self.tensors[0].n_train, self.model.trainable.shape[0]
-        return n < m
+    @property
+    def rowspace(self) -> bool:
+        """The row-space GD loop (``plan.GDLoop.ROWSPACE``): O(n) a step instead of O(n m) when n < m."""
+        return self.plan.rowspace
 
-    def _floats_per_step(self) -> int | None:
-        if not self.uses_linear_loop:
-            return None
-        n, (m, k) = self.tensors[0].n_train, self.model.trainable.shape
-        return len(self.members) * (n if self.rowspace else m) * k
-
-    def _auto_steps_per_call(self) -> int:
-        if self.uses_two_layer_loop:
-            (m, d), k = self.model.weight.shape, self.model.a.shape[1]
-            return auto_two_layer_steps_per_call(len(self.members), self.tensors[0].n_train, m, d, k)
-        return auto_steps_per_call(self._floats_per_step())
-
-    # ---- optimizer ---------------------------------------------------------------------------
-    @functools.cached_property
-    def _fused_gd(self) -> bool:
-        """Full-batch GD (Eq. 2) on the squared loss in a ``*-true`` precision: what the fused GD loops compute."""
-        o = self.cfg.optim
-        return (
-            o.name == "gd"
-            and (o.batch_size is None or o.batch_size >= self.tensors[0].n_train)
-            and not self.tensors[0].cross_entropy
-            and "mixed" not in str(self.cfg.trainer.precision)
-        )
-
-    @functools.cached_property
+    @property
     def uses_linear_loop(self) -> bool:
-        return getattr(self.model, "linear_in_parameters", False) and self._fused_gd
+        return self.plan.loop.linear
 
-    @functools.cached_property
+    @property
     def uses_two_layer_loop(self) -> bool:
-        return isinstance(self.model, TwoLayerModel) and self._fused_gd
+        return self.plan.loop is GDLoop.TWO_LAYER
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -175,19 +161,10 @@ class GrokkingModule(L.LightningModule):
         return x
 
     def _build_loop(self) -> None:
-        dev, dtype = self.device, next(self.model.parameters()).dtype
+        """The GD loop the plan says (``plan.loop``, in this run's world size), on the module's device."""
         rank, world = self._world()
-        rows = slice(rank, None, world)  # rank r trains on rows r, r + W, r + 2W, ...
-        reduce = {"reduce": self._reduce_sum} if world > 1 else {}
+        self.plan = self.plan.for_world(world)
         first = self.tensors[0]
-
-        def cast(v: torch.Tensor | None) -> torch.Tensor | None:
-            return None if v is None else v.to(dev, dtype if v.is_floating_point() else v.dtype)
-
-        def stacked(get) -> torch.Tensor | None:
-            vals = [get(t) for t in self.tensors]
-            return None if vals[0] is None else torch.stack([cast(v) for v in vals])
-
         ev = PopulationSide(
             sigma_scale=first.sigma_scale,
             surrogate_eps=None if first.is_classification else float(self.cfg.phases.eps),
@@ -195,60 +172,92 @@ class GrokkingModule(L.LightningModule):
             c=float(self.cfg.phases.c),
             tau=float(self.cfg.phases.acc_threshold) if first.is_classification else None,
         )
-        sparse = {"eval_every": self.eval_every}
-        if len(self.members) > 1 and not (self.uses_linear_loop or self.uses_two_layer_loop):
+        if len(self.members) > 1 and not self.plan.fused:
             raise ConfigError(
                 f"invalid value for 'seeds': {len(self.members)} (allowed: 1 unless optim.name=gd, full batch, "
                 "squared loss and a *-true trainer.precision: only the fused GD loops batch several seeds)"
             )
-        if self.uses_two_layer_loop:
-            if self.cfg.data.kind == "regression" and self.cfg.data.population == "exact":
-                # the closed-form population loss E||N(x) - f*(x)||^2 (arc-cosine kernel, float64): t2 without
-                # sampling error. No test points, so no surrogate accuracy (a fraction of test points, Fig. 5)
-                d, k = self.model.weight.shape[1], self.model.a.shape[1]
-                teachers = [t.teacher for t in self.tensors]
-                ev.two_layer = TwoLayerPopulation.from_teachers(teachers, self.cfg.data.input_dist, d, k, device=dev)
-                ev.surrogate_eps = None
-            else:
-                ev.x_test, ev.y_test = stacked(lambda t: t.x_test), stacked(lambda t: t.y_test)
-            ev.test_labels = stacked(lambda t: t.test_labels)
-            ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
-            x, y = stacked(lambda t: t.x_train[rows]), stacked(lambda t: t.y_train[rows])
-            lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
-            width = self.model.weight.shape[0]
-            self._loop = TwoLayerGDLoop(
-                x.contiguous(), y, width, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
+        build = {
+            GDLoop.PARAMETER: self._linear_loop,
+            GDLoop.ROWSPACE: self._linear_loop,
+            GDLoop.TWO_LAYER: self._two_layer_loop,
+            GDLoop.AUTOGRAD: self._autograd_loop,
+        }[self.plan.loop]
+        self._loop = build(ev, slice(rank, None, world), {"reduce": self._reduce_sum} if world > 1 else {})
+
+    def _cast(self, v: torch.Tensor | None) -> torch.Tensor | None:
+        """``v`` on the module's device; floating point in the parameters' dtype."""
+        if v is None:
+            return None
+        return v.to(self.device, next(self.model.parameters()).dtype if v.is_floating_point() else v.dtype)
+
+    def _stacked(self, get) -> torch.Tensor | None:
+        """(B, ...) stack of ``get(t)`` over the members' tensors (cast), or None."""
+        vals = [get(t) for t in self.tensors]
+        return None if vals[0] is None else torch.stack([self._cast(v) for v in vals])
+
+    def _labels(self, ev: PopulationSide, rows: slice) -> None:
+        ev.test_labels = self._stacked(lambda t: t.test_labels)
+        ev.train_labels = self._stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
+
+    def _two_layer_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> TwoLayerGDLoop:
+        first = self.tensors[0]
+        if self.plan.two_layer_exact:
+            # the closed-form population loss E||N(x) - f*(x)||^2 (arc-cosine kernel, float64): t2 without
+            # sampling error. No test points, so no surrogate accuracy (a fraction of test points, Fig. 5)
+            d, k = self.model.weight.shape[1], self.model.a.shape[1]
+            teachers = [t.teacher for t in self.tensors]
+            ev.two_layer = TwoLayerPopulation.from_teachers(
+                teachers, self.cfg.data.input_dist, d, k, device=self.device
             )
-            return
-        if self.uses_linear_loop:
-            with torch.no_grad():
-                phi = torch.stack(
-                    [m.features(cast(t.x_train[rows])) for m, t in zip(self.members, self.tensors, strict=True)]
-                )
-                if self.population_rows is None and first.x_test is not None:
-                    ev.x_test = torch.stack(
-                        [m.features(cast(t.x_test)) for m, t in zip(self.members, self.tensors, strict=True)]
-                    )
-            ev.y_test, ev.theta_star = stacked(lambda t: t.y_test), stacked(lambda t: t.theta_star)
-            if self.population_rows is not None:
-                # t2 without sampling error, and no features of the test set to compute. The rows are no points of
-                # input space, so the surrogate accuracy (a fraction of test points, Fig. 5) is not defined on them.
-                ev.x_test = torch.stack([cast(p) for p, _ in self.population_rows])
-                ev.y_test = torch.stack([cast(r) for _, r in self.population_rows])
-                ev.surrogate_eps = None
-            ev.test_labels = stacked(lambda t: t.test_labels)
-            ev.train_labels = stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
-            y = stacked(lambda t: t.y_train[rows])
-            lr, wd = self.member_optim or (self.cfg.optim.lr, self.cfg.optim.weight_decay)
-            # the row-space form needs all training rows in one process
-            loop_class = RowSpaceGDLoop if self.rowspace and world == 1 else LinearGDLoop
-            self._loop = loop_class(
-                phi.contiguous(), y, lr, wd, first.n_train, ev, self.steps_per_call, **reduce, **sparse
-            )
-            return
+            ev.surrogate_eps = None
+        else:
+            ev.x_test, ev.y_test = self._stacked(lambda t: t.x_test), self._stacked(lambda t: t.y_test)
+        self._labels(ev, rows)
+        x, y = self._stacked(lambda t: t.x_train[rows]), self._stacked(lambda t: t.y_train[rows])
+        lr, wd = self.cfg.optim.lr, self.cfg.optim.weight_decay
+        width = self.model.weight.shape[0]
+        return TwoLayerGDLoop(
+            x.contiguous(), y, width, lr, wd, first.n_train, ev, self.steps_per_call, **reduce,
+            eval_every=self.eval_every,
+        )  # fmt: skip
+
+    def _linear_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> LinearGDLoop | RowSpaceGDLoop:
+        """The members' Phi and Y (their ``LinearProblem``: the very numbers the theory uses), their test side."""
+        problems = self.problems
+        if problems is None or any(p is None for p in problems):
+            raise ValueError("GrokkingModule: the linear GD loops need every member's LinearProblem (problems=...)")
+
+        def stacked(get) -> torch.Tensor | None:
+            vals = [get(p) for p in problems]
+            return None if vals[0] is None else torch.stack([self._cast(torch.from_numpy(v)) for v in vals])
+
+        with torch.no_grad():
+            phi, y = stacked(lambda p: p.phi[rows]), stacked(lambda p: p.y[rows])
+            # the test set's features, or (random features, data.population=exact) rows whose mean squared error is
+            # the population loss: t2 without sampling error. The rows are no points of input space, so the
+            # surrogate accuracy (a fraction of test points, Fig. 5) is not defined on them
+            ev.x_test, ev.y_test = stacked(lambda p: p.phi_test), stacked(lambda p: p.y_test)
+        if self.plan.closed_form_features:
+            ev.surrogate_eps = None
+        ev.theta_star = self._stacked(lambda t: t.theta_star)
+        self._labels(ev, rows)
+        lr, wd = self.member_optim or (self.cfg.optim.lr, self.cfg.optim.weight_decay)
+        if self.plan.loop is GDLoop.ROWSPACE:  # all training rows in one process (``RunPlan.for_world``)
+            return RowSpaceGDLoop(
+                phi.contiguous(), y, lr, wd, self.tensors[0].n_train, ev, self.steps_per_call,
+                eval_every=self.eval_every,
+            )  # fmt: skip
+        return LinearGDLoop(
+            phi.contiguous(), y, lr, wd, self.tensors[0].n_train, ev, self.steps_per_call, **reduce,
+            eval_every=self.eval_every,
+        )  # fmt: skip
+
+    def _autograd_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> AutogradLoop:
+        first, cast = self.tensors[0], self._cast
         ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)
-        ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(dev)
-        self._loop = AutogradLoop(
+        ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(self.device)
+        return AutogradLoop(
             self.model,
             self.optimizers(),  # Lightning's optimizer: its step runs the precision plugin (GradScaler)
             cast(first.x_train[rows]),

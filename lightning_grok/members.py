@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from lightning_grok.data.base import RunData
 from lightning_grok.models import build_model
+from lightning_grok.plan import RunPlan
 from lightning_grok.seeding import generator
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.problem import linear_problem, param_dtype
@@ -30,8 +31,8 @@ class Member:
     theory_note: str
 
 
-def build_member(cfg: DictConfig) -> Member:
-    """The pieces of the run of ``cfg.seed`` (one ensemble member)."""
+def build_member(cfg: DictConfig, plan: RunPlan | None = None) -> Member:
+    """The pieces of the run of ``cfg.seed`` (one ensemble member); ``plan``: the run's (that of ``cfg`` if None)."""
     init_gen = generator(cfg.seed, "init")
     if cfg.data.kind == "regression":
         from lightning_grok.data.regression import input_dim, regression_tensors
@@ -44,28 +45,28 @@ def build_member(cfg: DictConfig) -> Member:
         tensors = modular_tensors(cfg)
         model = build_model(cfg, tensors.x_train.shape[1], tensors.out_dim, init_gen)
     model = model.to(param_dtype(cfg))
-    problem, note = linear_problem(cfg, model, tensors)
+    problem, note = linear_problem(cfg, model, tensors, plan)
     theory = None
     if problem is not None:
         theory = RunTheory.from_problem(problem, cfg.phases.eps, cfg.phases.c, cfg.phases.delta)
     return Member(model, tensors, problem, theory, note)
 
 
-def describe_population(cfg: DictConfig, member: Member) -> dict:
+def describe_population(cfg: DictConfig, member: Member, plan: RunPlan | None = None) -> dict:
     """How the run's population loss L was measured, with its standard error at the current parameters.
 
     ``test_loss_stderr`` (units of L) is std_i(e_i) / sqrt(N) over the N test points' squared errors
     e_i = ||N(x_i) - y_i||^2 when L is a sample mean, and 0 where L is exact: closed-form moments (random
     features, ``data.population=exact``), the arc-cosine closed form (two-layer network, ``data.population=exact``,
-    trained by the fused GD loop), Sigma known in closed form (ridge), or the whole held-out part of a finite table
-    (modular arithmetic)."""
+    trained by the fused GD loop: ``RunPlan.two_layer_exact``), Sigma known in closed form (ridge), or the whole
+    held-out part of a finite table (modular arithmetic). ``plan``: the run's (that of ``cfg`` if None)."""
     from lightning_grok.theory.population import standard_error
-    from lightning_grok.theory.problem import closed_form
 
+    plan = plan or RunPlan.from_config(cfg)
     t = member.tensors
-    if closed_form(cfg) and member.problem is not None:
+    if plan.closed_form_features and member.problem is not None:
         return {"source": "closed form (theory/population.py)", "test_loss_stderr": 0.0}
-    if two_layer_closed_form(cfg, t.n_train):
+    if plan.two_layer_exact:
         return {
             "source": "closed form (arc-cosine kernel, theory/two_layer_population.py)",
             "test_loss_stderr": 0.0,
@@ -78,18 +79,3 @@ def describe_population(cfg: DictConfig, member: Member) -> dict:
     with torch.no_grad():
         err = ((member.model(t.x_test.to(dtype)) - t.y_test.to(dtype)) ** 2).sum(dim=-1)
     return {"source": f"test set of {len(err)} points (data.n_test)", "test_loss_stderr": standard_error(err.numpy())}
-
-
-def two_layer_closed_form(cfg: DictConfig, n_train: int) -> bool:
-    """Whether a two-layer run's test loss is the closed-form population loss: ``data.population=exact`` on
-    regression data and the fused two-layer GD loop (full-batch gd, squared loss, a *-true precision), as
-    ``GrokkingModule.uses_two_layer_loop`` decides; the other optimizers measure the drawn test set."""
-    o = cfg.optim
-    return (
-        cfg.data.kind == "regression"
-        and cfg.model.family == "two_layer"
-        and cfg.data.population == "exact"
-        and o.name == "gd"
-        and (o.batch_size is None or o.batch_size >= n_train)
-        and "mixed" not in str(cfg.trainer.precision)
-    )

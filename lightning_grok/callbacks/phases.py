@@ -45,14 +45,17 @@ class PhaseTransitionCallback(Callback):
         log_points: int = 400,
         stop_margin: float | None = None,
         theory_note: str = "",
+        log_steps: np.ndarray | None = None,
     ):
+        """``log_steps``: the steps whose curves are logged (the run's ``RunPlan.log_steps``); None: the schedule of
+        ``max_steps`` and ``log_points`` (``member_phases.log_schedule``), for callers without a plan."""
         self.eps, self.c, self.tau = eps, c, tau
         theories = theory if isinstance(theory, list) else [theory]
         self.members = [MemberPhases(eps, c, tau, th, theory_note=theory_note) for th in theories]
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.config = config or {}
         self.stop_margin = stop_margin
-        self.schedule = log_schedule(max_steps, log_points)
+        self.schedule = log_schedule(max_steps, log_points) if log_steps is None else log_steps
         self.curves: dict[str, list[float]] = {}
         self.result: dict | None = None
 

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 
 from lightning_grok.data.base import RunData
-from lightning_grok.resources import SIGMA_ESTIMATE_MAX_WIDTH
+from lightning_grok.plan import SIGMA_ESTIMATE_MAX_WIDTH, RunPlan
 from lightning_grok.theory import population as pop
 from lightning_grok.theory.exact import LinearProblem
 
@@ -33,11 +33,6 @@ from lightning_grok.theory.exact import LinearProblem
 def param_dtype(cfg: DictConfig) -> torch.dtype:
     """float64 for ``trainer.precision`` 64-*, else float32 (the parameters' dtype; mixed precision autocasts)."""
     return torch.float64 if cfg.trainer.precision.startswith("64") else torch.float32
-
-
-def closed_form(cfg: DictConfig) -> bool:
-    """Whether the run's population quantities come from theory/population.py (random features, exact)."""
-    return cfg.data.kind == "regression" and cfg.model.family == "random_features" and cfg.data.population == "exact"
 
 
 def feature_moments(cfg: DictConfig, model: torch.nn.Module) -> pop.FeatureMoments:
@@ -74,16 +69,17 @@ def _ridge_projection_sigma_min(cfg: DictConfig) -> tuple[float, str]:
     return max(0.0, float(np.linalg.eigvalsh(s2 * (w @ w.T) / d)[0])), "exact (Sigma = s2 W W^T / d)"
 
 
-def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple[LinearProblem | None, str]:
-    """The run in feature space (float64), or None with the reason no closed form applies."""
-    if not getattr(model, "linear_in_parameters", False):
-        return None, "the model is not linear in its parameters: no closed form or bound applies"
-    if cfg.optim.name != "gd" or (cfg.optim.batch_size is not None and cfg.optim.batch_size < t.n_train):
-        return None, f"optim.name={cfg.optim.name} (mini-batch={cfg.optim.batch_size}): the theory covers full-batch GD"
-    if t.cross_entropy:
-        return None, "cross-entropy objective: the theory covers the squared loss"
+def linear_problem(
+    cfg: DictConfig, model: torch.nn.Module, t: RunData, plan: RunPlan | None = None
+) -> tuple[LinearProblem | None, str]:
+    """The run in feature space (float64), or None with the reason no closed form applies (``RunPlan.theory``;
+    ``plan``: the run's, that of ``cfg`` if None). Its Phi, Y and test side are also what the linear GD loops train
+    on and measure (``GrokkingModule``): one Phi for training and theory."""
+    plan = plan or RunPlan.from_config(cfg)
+    if not plan.theory:
+        return None, plan.theory_note
     dtype = param_dtype(cfg)
-    exact_rf = closed_form(cfg)
+    exact_rf = plan.closed_form_features  # the population quantities of theory/population.py
     moments = feature_moments(cfg, model) if exact_rf else None  # one teacher draw for lambda_min and the rows
     with torch.no_grad():
         feats = lambda x: model.features(x.to(dtype)).double().numpy()  # noqa: E731
@@ -116,7 +112,7 @@ def linear_problem(cfg: DictConfig, model: torch.nn.Module, t: RunData) -> tuple
         b2 = float(max(np.max(np.sum(r**2, axis=1)) for r in rows))
     if exact_rf:
         # rows whose mean squared error is L exactly on span(Phi^T, theta0), where GD moves: they replace the test
-        # set here and in training (experiment.build passes them to the GD loop)
+        # set here and in training (the linear GD loops measure this problem's test side)
         rows, targets = pop.population_rows(moments, np.hstack([phi.T, theta0]))
         phi_test, y_test = rows, targets[:, None]
     theta_star = None if t.theta_star is None else t.theta_star.to(dtype).double().numpy()
