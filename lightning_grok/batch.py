@@ -60,8 +60,9 @@ from lightning_grok.experiment import (
     phase_callback,
 )
 from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk, _blocks_to_fill, eval_points
-from lightning_grok.lightning_module import FIRST_CALL_STEPS, GrokkingModule
+from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import describe_population
+from lightning_grok.run_end import RunEnd, run_end
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.threads import CpuShare
@@ -138,7 +139,6 @@ class _PointTrainer:
 
     loggers: list = field(default_factory=list)
     is_global_zero: bool = True
-    should_stop: bool = False
 
 
 @dataclass(eq=False)  # compared by identity
@@ -150,6 +150,7 @@ class _Point:
     phases: PhaseTransitionCallback
     logger: object | None
     trainer: _PointTrainer
+    end: RunEnd | None = None  # why and where it ended (``run_end``)
     status: int | None = None  # exit status once ended
     result: dict = field(default_factory=dict)
 
@@ -198,7 +199,6 @@ def _loop_of(points: list[_Point]) -> GrokkingModule:
     # every point keeps its lone run's K and logged steps (equal batch keys: equal plans but for the members)
     plan = first.plan.with_members(len(models))
     module = GrokkingModule(first.cfg, models, tensors, problems=problems, member_optim=(lrs, wds), plan=plan)
-    module.eval_every = first.eval_every
     module._build_loop()
     return module
 
@@ -228,14 +228,14 @@ def _prepare(cfg: DictConfig, config_name: str, stack: contextlib.ExitStack) -> 
     phases = phase_callback(cfg, built, output_dir, config)
     trainer = _PointTrainer([_Recorder()] if logger is not None else [])
     point = _Point(cfg, output_dir, config, built, phases, logger, trainer)
-    phases.on_fit_start(trainer, point.module)  # the dtype's epsilon; the module's log schedule
+    phases.on_fit_start(trainer, point.module)  # the dtype's epsilon
     return point
 
 
 def _finish(point: _Point) -> None:
     """The point's phases.json, curves.json, table and W&B run (its recorded rows, then the results)."""
     module = point.module
-    status = "diverged" if module.diverged_at is not None else "completed"
+    status = point.end.status if point.end is not None else "interrupted"
     populations = [{"population": describe_population(point.cfg, m, point.built.plan)} for m in point.built.members]
     try:
         result = point.phases.summarize(status=status, diverged_at=module.diverged_at, member_extras=populations)
@@ -318,21 +318,15 @@ def _groups(active: list[_Point]) -> list[list[_Point]]:
 def _train(active: list[_Point], flags: SignalFlags, share: CpuShare | None = None) -> None:
     """GD for every active point, in the chunks of a lone run, each point leaving when it ends. Each call runs the
     batched loop of every group (``_groups``) for the same steps."""
-    first = active[0].module
-    max_steps, per_call, ramp = first.max_steps, first.steps_per_call, first.ramp_up
+    plan = active[0].module.plan  # every point's K and logged steps are those of its lone run (equal batch keys)
     gd_step = 0
     loops = [(_loop_of(group), group) for group in _groups(active)]
     while active and flags.stop is None:
-        steps = min(per_call, max_steps - gd_step)
-        if ramp:  # as GrokkingModule.training_step
-            steps = min(steps, max(FIRST_CALL_STEPS, gd_step))
+        steps = plan.call_steps(gd_step)
         ended = []
         for loop, group in loops:
-            members = [m for p in group for m in p.module.members]
-            theta = torch.stack([m.trainable.data for m in members])
-            chunk = loop._loop.run(theta, gd_step, steps, loop.log_steps)
-            for m, th in zip(members, theta, strict=True):
-                m.trainable.data.copy_(th)
+            loop.gd_step = gd_step
+            chunk = loop.run_call(steps)  # writes the points' own models' parameters
             lo = 0
             for p in group:
                 hi = lo + len(p.module.members)
@@ -341,9 +335,9 @@ def _train(active: list[_Point], flags: SignalFlags, share: CpuShare | None = No
                 module = p.module
                 module.gd_step = gd_step + steps
                 module._check_divergence(sub)
-                module.last_chunk = sub
-                p.phases.on_train_batch_end(p.trainer, module, None, None, 0)
-                if module.gd_step >= max_steps or module.diverged_at is not None or p.trainer.should_stop:
+                p.phases.on_train_batch_end(p.trainer, module, {"chunk": sub}, None, 0)
+                p.end = run_end(module.gd_step, module.max_steps, module.diverged_at, p.phases.transitions_done())
+                if p.end is not None:
                     ended.append(p)
         gd_step += steps
         if share is not None:  # as RunControl between chunks: the threads follow the runs beside this one

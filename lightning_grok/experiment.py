@@ -208,7 +208,12 @@ def _fit(
         store_config(output_dir, config)
     phases = phase_callback(cfg, built, output_dir, config)
     control = RunControl(
-        flags, last_checkpoint(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.checkpoint_minutes, share
+        flags,
+        last_checkpoint(output_dir),
+        cfg.trainer.checkpoint_every,
+        cfg.trainer.checkpoint_minutes,
+        share,
+        phases=phases,
     )
     callbacks = [phases, control] + ([StepProgressBar(phases)] if cfg.trainer.progress_bar else [])
     module = built.module
@@ -224,13 +229,11 @@ def _fit(
             except SIGTERMException:
                 # Lightning's own SIGTERM handler fired before RunControl took over, i.e. before any step of
                 # this process: nothing new to save
-                control.stopped_by = signal.SIGTERM
+                control.stop_by_signal(signal.SIGTERM, module.gd_step)
             else:
                 trainer.save_checkpoint(last_checkpoint(output_dir), weights_only=False)
-        if control.stopped_by is not None:
-            status = "interrupted"
-        else:
-            status = "diverged" if module.diverged_at is not None else "completed"
+        # the end RunControl decided (``run_end``); a fit Lightning ended for another reason did not finish
+        status = control.end.status if control.end is not None else "interrupted"
         populations = [{"population": describe_population(cfg, member, built.plan)} for member in built.members]
         result = phases.summarize(status=status, diverged_at=module.diverged_at, member_extras=populations)
         phases.publish(trainer, result)

@@ -10,9 +10,11 @@ or mean cross-entropy for classification with index targets. Optimizers (``optim
 
 One ``training_step`` runs ``steps_per_call`` optimizer steps (one Lightning epoch holds one such call),
 so every time in this framework is a count of optimizer steps. The module owns the step counter
-``gd_step`` and puts it in checkpoints. It ends training through Lightning's public ``trainer.should_stop``
-when ``trainer.max_steps`` is reached or the run diverges; signals are acted on between chunks by
-``callbacks.control.RunControl``, never inside one.
+``gd_step`` and the divergence check (``diverged_at``) and puts them in checkpoints; it returns each call's
+per-step records to the callbacks (``training_step``'s output ``{"chunk": Chunk}``) and never stops the run
+itself: ``callbacks.control.RunControl`` is the one place that does, between chunks, by the rule of
+``run_end`` (a signal, divergence, the transitions done, ``trainer.max_steps``). A Trainer that drives this
+module needs that callback (``experiment.make_trainer``'s callbacks hold it).
 
 The autograd path steps through Lightning's optimizer (``self.optimizers()``), so the precision plugin
 applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradients, skips steps with inf/NaN
@@ -31,7 +33,10 @@ t2 still exact to the step (gd_loops.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -47,7 +52,6 @@ from lightning_grok.gd_loops import (
     TwoLayerGDLoop,
 )
 from lightning_grok.plan import (  # noqa: F401 - auto_two_layer_steps_per_call: re-exported (benchmarks)
-    FIRST_CALL_STEPS,
     GDLoop,
     RunPlan,
     auto_two_layer_steps_per_call,
@@ -97,24 +101,42 @@ class GrokkingModule(L.LightningModule):
         self.tensors = tensors
         self._check_plan()
         self.gd_step = 0  # optimizer steps taken; the time axis of every measurement
-        self.max_steps = self.plan.max_steps
-        self.steps_per_call = self.plan.steps_per_call
-        self.ramp_up = self.plan.ramp_up  # automatic K: early calls are short
-        # s of sparse evaluation (0 = automatic, 1 = every step); a plain attribute, so tests can set it
-        self.eval_every = self.plan.eval_every
-        # steps whose test side every GD loop evaluates: the logged steps (the phase callback's schedule)
-        self.log_steps = self.plan.log_steps
-        self.last_chunk: Chunk | None = None
         self.diverged_at: int | None = None
         self.loss_min: torch.Tensor | None = None  # (B,) smallest training loss so far, per member
         self.loss_start: torch.Tensor | None = None  # (B,) training loss at step 0
         self.config_fingerprint = fingerprint(OmegaConf.to_container(cfg, resolve=True))
         self._loop = None
+        self._run_call = None  # the call of the plan's GD loop on the members' parameters (``_build_loop``)
         self._batch_gen = generator(cfg.seed, "batches")
 
     @property
     def members(self) -> list[nn.Module]:
         return [self.model, *self.ensemble]
+
+    # ---- what the plan says (read, never re-decided) -----------------------------------------------------------
+    @property
+    def max_steps(self) -> int:
+        return self.plan.max_steps
+
+    @property
+    def steps_per_call(self) -> int:
+        """K: GD steps per call of the loop (``RunPlan.call_steps`` gives each call's)."""
+        return self.plan.steps_per_call
+
+    @property
+    def log_steps(self) -> np.ndarray:
+        """The logged steps: the phase callback logs their curves, every GD loop evaluates their test side."""
+        return self.plan.log_steps
+
+    @property
+    def eval_every(self) -> int:
+        """s of sparse evaluation asked for (0 = automatic, 1 = every step)."""
+        return self.plan.eval_every
+
+    @eval_every.setter
+    def eval_every(self, every: int) -> None:
+        # before the loop is built (benchmarks and tests compare s): a new plan, the loop reads it when built
+        self.plan = dataclasses.replace(self.plan, eval_every=int(every))
 
     def _check_plan(self) -> None:
         """The plan's sizes are those of the tensors and models the loop will get (n rows, m features)."""
@@ -177,13 +199,14 @@ class GrokkingModule(L.LightningModule):
                 f"invalid value for 'seeds': {len(self.members)} (allowed: 1 unless optim.name=gd, full batch, "
                 "squared loss and a *-true trainer.precision: only the fused GD loops batch several seeds)"
             )
-        build = {
-            GDLoop.PARAMETER: self._linear_loop,
-            GDLoop.ROWSPACE: self._linear_loop,
-            GDLoop.TWO_LAYER: self._two_layer_loop,
-            GDLoop.AUTOGRAD: self._autograd_loop,
+        build, run_call = {
+            GDLoop.PARAMETER: (self._linear_loop, self._linear_call),
+            GDLoop.ROWSPACE: (self._linear_loop, self._linear_call),
+            GDLoop.TWO_LAYER: (self._two_layer_loop, self._two_layer_call),
+            GDLoop.AUTOGRAD: (self._autograd_loop, self._autograd_call),
         }[self.plan.loop]
         self._loop = build(ev, slice(rank, None, world), {"reduce": self._reduce_sum} if world > 1 else {})
+        self._run_call = run_call
 
     def _cast(self, v: torch.Tensor | None) -> torch.Tensor | None:
         """``v`` on the module's device; floating point in the parameters' dtype."""
@@ -274,45 +297,45 @@ class GrokkingModule(L.LightningModule):
         self._build_loop()
 
     # ---- the training loop -------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        if self.gd_step >= self.max_steps:  # resumed from a run that already reached max_steps
-            self.trainer.should_stop = True
-
-    def training_step(self, batch, batch_idx: int) -> None:
-        """K = ``steps_per_call`` GD steps (fewer at the end), their per-step records in ``last_chunk``."""
-        steps = min(self.steps_per_call, self.max_steps - self.gd_step)
-        if self.ramp_up:  # 64, 64, 128, 256, ... steps: the first transitions show as they happen
-            steps = min(steps, max(FIRST_CALL_STEPS, self.gd_step))
-        members, wanted = self.members, self.log_steps
-        # The models' parameters stay the state between calls (checkpoints, resume): one member's are passed as
-        # views the GD loop writes through, several members' are stacked and copied back.
-        if self.uses_linear_loop:
-            if len(members) == 1:
-                theta = self.model.trainable.data.unsqueeze(0)
-                chunk = self._loop.run(theta, self.gd_step, steps, wanted)
-            else:
-                theta = torch.stack([m.trainable.data for m in members])
-                chunk = self._loop.run(theta, self.gd_step, steps, wanted)
-                for m, th in zip(members, theta, strict=True):
-                    m.trainable.data.copy_(th)
-        elif self.uses_two_layer_loop:
-            if len(members) == 1:
-                w, a = self.model.weight.data.unsqueeze(0), self.model.a.data.unsqueeze(0)
-                chunk = self._loop.run(w, a, self.gd_step, steps, wanted)
-            else:
-                w = torch.stack([m.weight.data for m in members])
-                a = torch.stack([m.a.data for m in members])
-                chunk = self._loop.run(w, a, self.gd_step, steps, wanted)
-                for m, wi, ai in zip(members, w, a, strict=True):
-                    m.weight.data.copy_(wi)
-                    m.a.data.copy_(ai)
-        else:
-            chunk = self._loop.run(self.gd_step, steps)
-        self.last_chunk = chunk
+    def training_step(self, batch, batch_idx: int) -> dict[str, Chunk]:
+        """One call of the plan's GD loop: ``plan.call_steps(gd_step)`` GD steps. Returns their per-step records as
+        ``{"chunk": Chunk}`` (Lightning hands it to the callbacks' ``on_train_batch_end`` as ``outputs``)."""
+        steps = self.plan.call_steps(self.gd_step)
+        if steps <= 0:
+            raise RuntimeError(
+                f"GrokkingModule: trainer.max_steps={self.max_steps} reached at GD step {self.gd_step} but the Trainer "
+                "went on: add callbacks.control.RunControl to its callbacks (it ends runs; experiment.make_trainer)"
+            )
+        chunk = self.run_call(steps)
         self.gd_step += steps
         self._check_divergence(chunk)
-        if self.gd_step >= self.max_steps or self.diverged_at is not None:
-            self.trainer.should_stop = True
+        return {"chunk": chunk}
+
+    def run_call(self, steps: int) -> Chunk:
+        """``steps`` GD steps of the built loop from ``gd_step`` on every member's parameters, their per-step records;
+        the step counter and the divergence check are the caller's (``training_step``, ``batch``)."""
+        return self._run_call(steps)
+
+    # One function per kind of loop (``_build_loop`` picks it from the plan). The models' parameters stay the state
+    # between calls (checkpoints, resume): the members' are stacked for the loop and copied back after it.
+    def _linear_call(self, steps: int) -> Chunk:
+        theta = torch.stack([m.trainable.data for m in self.members])
+        chunk = self._loop.run(theta, self.gd_step, steps, self.log_steps)
+        for m, th in zip(self.members, theta, strict=True):
+            m.trainable.data.copy_(th)
+        return chunk
+
+    def _two_layer_call(self, steps: int) -> Chunk:
+        w = torch.stack([m.weight.data for m in self.members])
+        a = torch.stack([m.a.data for m in self.members])
+        chunk = self._loop.run(w, a, self.gd_step, steps, self.log_steps)
+        for m, wi, ai in zip(self.members, w, a, strict=True):
+            m.weight.data.copy_(wi)
+            m.a.data.copy_(ai)
+        return chunk
+
+    def _autograd_call(self, steps: int) -> Chunk:
+        return self._loop.run(self.gd_step, steps)
 
     def _check_divergence(self, chunk: Chunk) -> None:
         """Sets ``diverged_at`` to the first step whose loss is non-finite or has blown up (DIVERGENCE_GROWTH)."""

@@ -15,13 +15,14 @@ SMALL = ("model.width=200", f"trainer.max_steps={STEPS}", f"trainer.steps_per_ca
 
 
 def _train(tmp_path, precision: str, scaler: torch.amp.GradScaler | None = None):
+    from lightning_grok.callbacks.control import RunControl
     from lightning_grok.experiment import build, make_trainer
 
     cfg = load("two_layer.yaml", f"trainer.precision={precision}", *SMALL)
     built = build(cfg)
     before = [p.detach().clone() for p in built.module.model.parameters()]
     plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)] if scaler is not None else None
-    trainer = make_trainer(cfg, tmp_path, [], None, plugins=plugins)
+    trainer = make_trainer(cfg, tmp_path, [RunControl()], None, plugins=plugins)  # RunControl ends the run
     trainer.fit(built.module, datamodule=built.datamodule)
     assert not built.module.uses_linear_loop and built.module.gd_step == STEPS
     after = [p.detach().clone() for p in built.module.model.parameters()]

@@ -1,9 +1,11 @@
 """PhaseTransitionCallback: hands each chunk of per-step records to the members' measurements
 (``member_phases.MemberPhases``: t1, t2, envelopes, exact times and bounds), logs curves on a schedule,
-decides the early stop, and hands the result to ``results`` (phases.json) and ``wandb_theory`` (W&B).
+says when the transitions are done (``transitions_done``: ``callbacks.control.RunControl`` ends the run by it),
+and hands the result to ``results`` (phases.json) and ``wandb_theory`` (W&B).
 
-It reads the per-step records (``GrokkingModule.last_chunk``) after each call of the GD loop,
-so t1 and t2 are exact to the step however sparsely curves are logged. Loss curves go to the loggers
+It reads the per-step records of each call of the GD loop (``GrokkingModule.training_step`` returns them as
+``{"chunk": Chunk}``; Lightning passes that to ``on_train_batch_end`` as ``outputs``), so t1 and t2 are exact to
+the step however sparsely curves are logged. It reads the module and never writes it. Loss curves go to the loggers
 on a geometric schedule of ``log_points`` steps (a million-step run does not write a million rows); the
 GD loops evaluate the test side at those steps even when they evaluate it sparsely (``Chunk.evaluated``,
 NaN elsewhere: the detector reads NaN as "threshold not reached", and the GD loops evaluate every step of
@@ -47,8 +49,9 @@ class PhaseTransitionCallback(Callback):
         theory_note: str = "",
         log_steps: np.ndarray | None = None,
     ):
-        """``log_steps``: the steps whose curves are logged (the run's ``RunPlan.log_steps``); None: the schedule of
-        ``max_steps`` and ``log_points`` (``member_phases.log_schedule``), for callers without a plan."""
+        """``log_steps``: the steps whose curves are logged (the run's ``RunPlan.log_steps``, whose test side the GD
+        loops evaluate); None: the schedule of ``max_steps`` and ``log_points`` (``member_phases.log_schedule``),
+        for callers without a plan."""
         self.eps, self.c, self.tau = eps, c, tau
         theories = theory if isinstance(theory, list) else [theory]
         self.members = [MemberPhases(eps, c, tau, th, theory_note=theory_note) for th in theories]
@@ -69,14 +72,11 @@ class PhaseTransitionCallback(Callback):
         eps = torch.finfo(next(pl_module.parameters()).dtype).eps
         for member in self.members:
             member.float_eps = eps
-        if hasattr(pl_module, "log_steps"):  # the GD loops evaluate the test side at least at the logged steps
-            pl_module.log_steps = self.schedule
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        chunk = pl_module.last_chunk
+        chunk = outputs.get("chunk") if isinstance(outputs, dict) else None
         if chunk is None or len(chunk) == 0:
             return
-        pl_module.last_chunk = None
         arrays = {"train/loss": chunk.train_loss, "test/loss": chunk.test_loss}
         arrays.update({_metric_name(k): v for k, v in chunk.extras.items()})
         arrays = {k: v.detach().double().cpu().numpy() for k, v in arrays.items()}  # each (K, B)
@@ -84,8 +84,6 @@ class PhaseTransitionCallback(Callback):
             member.update(chunk.start, {k: v[:, b] for k, v in arrays.items()})
         evaluated = None if chunk.evaluated is None else chunk.evaluated.all(dim=1).cpu().numpy()  # (K,) rows
         self._log_scheduled(trainer, chunk.start, len(chunk), arrays, evaluated)
-        if self.transitions_done():
-            trainer.should_stop = True
 
     def _log_scheduled(
         self,
@@ -131,7 +129,8 @@ class PhaseTransitionCallback(Callback):
                 logger.log_metrics(row, step=None if isinstance(logger, WandbLogger) else int(step))
 
     def transitions_done(self) -> bool:
-        """Every member has both t1 and t2 and ran ``stop_margin`` * t2 steps past t2 (never without a margin)."""
+        """Every member has both t1 and t2 and ran ``stop_margin`` * t2 steps past t2 (never without a margin): the
+        run may end (``run_end``)."""
         if self.stop_margin is None:
             return False
         steps = self.members[0].steps_run
