@@ -41,7 +41,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lightning_grok.config import ConfigError
 from lightning_grok.data.base import RunData
 from lightning_grok.gd_loops import (
     AutogradLoop,
@@ -194,11 +193,6 @@ class GrokkingModule(L.LightningModule):
             c=float(self.cfg.phases.c),
             tau=float(self.cfg.phases.acc_threshold) if first.is_classification else None,
         )
-        if len(self.members) > 1 and not self.plan.fused:
-            raise ConfigError(
-                f"invalid value for 'seeds': {len(self.members)} (allowed: 1 unless optim.name=gd, full batch, "
-                "squared loss and a *-true trainer.precision: only the fused GD loops batch several seeds)"
-            )
         build, run_call = {
             GDLoop.PARAMETER: (self._linear_loop, self._linear_call),
             GDLoop.ROWSPACE: (self._linear_loop, self._linear_call),

@@ -19,7 +19,8 @@ The choice of GD loop (``_choose_loop``, the only place):
   one process: a data-parallel run (world size > 1) takes the parameter-space loop (``for_world``).
 * the same on the two-layer network: ``TwoLayerGDLoop``;
 * everything else (sgd, adamw, mini-batches, cross-entropy, mixed precision, the transformer): ``AutogradLoop``,
-  one member only.
+  one member only: a plan of several seeds without a fused loop is refused here (``__post_init__``, the one
+  statement of the seeds rule; config validation builds the plan to apply it).
 
 Measured on the ridge defaults (n = 100, m = 1000, one seed, the GD loops alone with their records, CPU time, one
 thread, load 5): 405,000 steps/s for the row-space loop against 25,700 for the parameter-space loop.
@@ -185,6 +186,8 @@ class RunPlan:
     table: int = 0
     batch: int | None = None  # mini-batch size (None: full batch)
     itemsize: int = 8  # bytes per number of the parameters and GD-loop buffers
+    precision: str = "64-true"  # trainer.precision
+    loss: str = "squared"  # or "cross_entropy" (modular tables with index targets)
     closed_form_features: bool = False  # random features, data.population=exact: theory/population.py moments
     two_layer_exact: bool = False  # fused two-layer loop whose test side is the closed-form population loss
     param_count: int = 0  # parameters of one member's model (trained or frozen)
@@ -194,6 +197,20 @@ class RunPlan:
     population: str = "sampled"
     d_model: int = 0  # transformer: residual width and blocks (activation estimate)
     n_layers: int = 0
+
+    def __post_init__(self) -> None:
+        # the seeds rule, stated here only: config validation builds the plan, and so does every module
+        if self.members > 1 and not self.fused:
+            # imported here: importing the config package validates through this module (config.rules)
+            from lightning_grok.config.schema import ConfigError
+
+            raise ConfigError(
+                f"invalid value for 'seeds': {self.members} with optim.name={self.optimizer!r}, "
+                f"optim.batch_size={self.batch!r}, model.family={self.family!r}, the {self.loss} loss and "
+                f"trainer.precision={self.precision!r} (allowed: 1; several seeds are batched by the fused GD loops "
+                "only: full-batch optim.name=gd on the squared loss of ridge, random_features or two_layer, in a "
+                "*-true trainer.precision)"
+            )
 
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -229,6 +246,8 @@ class RunPlan:
             **sizes,
             batch=None if full_batch else int(optim.batch_size),
             itemsize=itemsize(trainer.precision),
+            precision=str(trainer.precision),
+            loss="cross_entropy" if cross_entropy else "squared",
             closed_form_features=regression_exact and family == "random_features",
             two_layer_exact=regression_exact and loop is GDLoop.TWO_LAYER,
             param_count=params,

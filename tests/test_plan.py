@@ -39,3 +39,20 @@ def test_memory_is_the_plans():
         cfg = load(name)
         assert estimate_memory(cfg) == RunPlan.from_config(cfg).memory("fit")
         assert estimate_memory(cfg, verb="theory") == RunPlan.from_config(cfg).memory("theory")
+
+
+def test_the_seeds_rule_is_the_plans():
+    """Validation and the module both get the rule from the plan: several seeds iff a fused GD loop."""
+    import pytest
+
+    from lightning_grok.config import ConfigError
+
+    n = int(load("ridge.yaml").data.n_train)
+    # a mini-batch as large as the training set is full batch: the plan fuses it, so the seeds are accepted
+    assert plan("ridge.yaml", "seeds=3", f"optim.batch_size={n}").loop is GDLoop.ROWSPACE
+    with pytest.raises(ConfigError, match=f"'seeds': 3 with optim.name='gd', optim.batch_size={n - 1}"):
+        load("ridge.yaml", "seeds=3", f"optim.batch_size={n - 1}")
+    single = plan("ridge.yaml", "optim.name=adamw")
+    assert single.loop is GDLoop.AUTOGRAD
+    with pytest.raises(ConfigError, match="'seeds': 2 .*trainer.precision='64-true'"):
+        single.with_members(2)

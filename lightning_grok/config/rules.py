@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_grok.config.schema import ConfigError, Family, FeatureMap, Teacher, choices, explain, one_of
+from lightning_grok.plan import RunPlan
 from lightning_grok.primes import is_prime
 from lightning_grok.resources import COMPONENT_KEYS, available_memory, estimate_memory, gib
 
@@ -154,16 +155,7 @@ def validate(cfg: DictConfig, *, verb: str | None = "fit") -> None:
             f" (allowed: onehot; cross-entropy needs model.family in {CROSS_ENTROPY_FAMILIES})"
         )
     _validate_transformer(cfg)
-    cross_entropy = cfg.data.kind == "modular" and cfg.data.target == "index"
-    if cfg.seeds > 1 and (
-        cfg.optim.name != "gd" or cfg.optim.batch_size or cross_entropy or "mixed" in cfg.trainer.precision
-    ):
-        raise ConfigError(
-            f"invalid value for 'seeds': {cfg.seeds} with optim.name={cfg.optim.name!r}, "
-            f"optim.batch_size={cfg.optim.batch_size!r}, data.target={cfg.data.target!r}, "
-            f"trainer.precision={cfg.trainer.precision!r} (allowed: 1; several seeds are batched by the fused GD "
-            "GD loops: full-batch optim.name=gd on the squared loss, in a *-true precision)"
-        )
+    RunPlan.from_config(cfg)  # refuses seeds > 1 without a fused GD loop (the rule is the plan's)
     if verb is not None:
         # before the primality test below, which takes minutes for an absurd modulus
         check_memory(cfg, verb=verb)
