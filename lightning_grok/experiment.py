@@ -61,7 +61,7 @@ class Built:
 
     @property
     def datamodule(self) -> FullBatchDataModule:
-        """The Lightning face of member 0's tensors (the ensemble's others travel inside the module)."""
+        """The Lightning face of member 0's tensors (the other seeds' members travel inside the module)."""
         return FullBatchDataModule(self.members[0].tensors)
 
     @property

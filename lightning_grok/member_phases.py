@@ -1,4 +1,4 @@
-"""What one run (one ensemble member) measured while it trained, against its theory; Lightning-free.
+"""What one run (one member: one seed of the run) measured while it trained, against its theory; Lightning-free.
 
 ``MemberPhases`` takes each chunk of per-step records: the streaming detector finds t1 and t2 (exact to the
 step), the Thm 4.1 envelopes are checked on every step, and at the end it reports the measured times beside
@@ -26,7 +26,7 @@ def log_schedule(max_steps: int, points: int) -> np.ndarray:
 
 
 class MemberPhases:
-    """What one run (one ensemble member) measured: its detector, envelope checks and final values."""
+    """What one run (one member: one seed of the run) measured: its detector, envelope checks and final values."""
 
     def __init__(
         self,

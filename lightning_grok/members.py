@@ -1,6 +1,6 @@
 """One run's pieces without Lightning: data tensors, the model, and (for linear models) the theory.
 
-``build_member(cfg)`` is seeded: two calls with one config give bit-identical tensors. An ensemble
+``build_member(cfg)`` is seeded: two calls with one config give bit-identical tensors. A run of several seeds
 (``seeds`` = K) is K members, member i the run of seed ``seed + i``.
 """
 
@@ -22,7 +22,7 @@ from lightning_grok.theory.run_theory import RunTheory
 
 @dataclass
 class Member:
-    """One run's pieces: an ensemble (``seeds`` > 1) has one Member per seed."""
+    """One run's pieces: a run of ``seeds`` > 1 has one Member per seed."""
 
     model: torch.nn.Module
     tensors: RunData
@@ -32,7 +32,8 @@ class Member:
 
 
 def build_member(cfg: DictConfig, plan: RunPlan | None = None) -> Member:
-    """The pieces of the run of ``cfg.seed`` (one ensemble member); ``plan``: the run's (that of ``cfg`` if None)."""
+    """The pieces of the run of ``cfg.seed`` (one member: one seed of the run); ``plan``: the run's (that of
+    ``cfg`` if None)."""
     init_gen = generator(cfg.seed, "init")
     if cfg.data.kind == "regression":
         from lightning_grok.data.regression import input_dim, regression_tensors

@@ -2,7 +2,7 @@
 the run's curves (``read_curves``, ``load_curves``), a sweep's results as a pandas DataFrame (``runs_frame``),
 the W&B summary (``flat_summary``) and the printed table (``format_run_table``).
 
-Every run is an ensemble of B >= 1 members (``seeds`` = B; member i is the run of seed ``seed + i``), and its
+Every run trains B >= 1 seeds (``seeds`` = B; its member i is the run of seed ``seed + i``), and its
 ``phases.json`` has one shape whatever B:
 
     status, diverged_at, steps_run            how the run ended ("completed", "diverged", "interrupted")
@@ -24,7 +24,7 @@ a file that is damaged, foreign, of a future schema or holds a wrong type raises
 file and the field, never a silent wrong value.
 
 ``curves.json`` holds the curves at the logged steps: ``step`` (GD steps), the measured ``train/loss``,
-``test/loss`` (accuracies for classification; ``*_std`` over the members of an ensemble) and, for the linear
+``test/loss`` (accuracies for classification; ``*_std`` over the members when ``seeds`` > 1) and, for the linear
 families, the exact dynamics at the same steps: ``exact/train/loss`` and ``exact/test/loss`` (Eqs. (3)-(5)).
 
 Lightning-free: the sweep agent, the figures and ``sweep-table`` read results without importing it.
@@ -131,7 +131,7 @@ def _losses(v: Any, where: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Times:
-    """t1, t2 and t2 - t1 in GD steps (None: not reached). An ensemble's run-level times are means (floats)."""
+    """t1, t2 and t2 - t1 in GD steps (None: not reached). With several seeds the run-level times are means (floats)."""
 
     t_overfit: float | None
     t_generalize: float | None
@@ -211,7 +211,7 @@ class Population:
 
 @dataclass(frozen=True)
 class Member:
-    """One seed's result (an ensemble member, or the whole of a single run)."""
+    """One seed's result (a member of a run of several seeds, or the whole of a single run)."""
 
     steps_run: int
     times: Times
@@ -409,7 +409,7 @@ class RunResult:
 
     @property
     def single(self) -> Member | None:
-        """The member of a single run (B = 1), None for an ensemble."""
+        """The member of a single run (B = 1), None for several seeds."""
         return self.members[0] if len(self.members) == 1 else None
 
     @property
@@ -699,7 +699,7 @@ def flat_summary(res: RunResult | Mapping) -> dict:
     """W&B summary keys (times in GD steps): grok/t_overfit, grok/t_generalize, grok/grokking_time, grok/acc/...
     (classification), grok/exact/..., grok/bound/..., final/...; grok/population (how the population loss was
     measured, ``members.describe_population``, when every member says the same); grok/grokked and grok/status
-    (``RunResult.summary_status``); for an ensemble the members' means with grok/*_std and grok/exact/*_std.
+    (``RunResult.summary_status``); for several seeds the members' means with grok/*_std and grok/exact/*_std.
     Per-member values go to the ``theory/members`` table (wandb_theory), not to summary keys."""
     run = as_result(res)
     members, single = run.members, run.single
@@ -730,7 +730,7 @@ def flat_summary(res: RunResult | Mapping) -> dict:
 
 def format_run_table(res: RunResult | Mapping) -> str:
     """The table ``fit`` prints at the end: measured and exact t1, t2, t2 - t1 (GD steps), bounds and their
-    verdicts, envelopes and notes; for an ensemble one line per member and the mean, std, min and max."""
+    verdicts, envelopes and notes; for several seeds one line per member and the mean, std, min and max."""
     run = as_result(res)
     fmt = format_value
     if run.single is None:

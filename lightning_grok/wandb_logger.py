@@ -243,7 +243,7 @@ def _short_value(value: object) -> str:
 def run_name(cfg: DictConfig, overrides: list[str]) -> str:
     """A readable W&B run name: the model family, each key set by ``overrides`` (``key=value``, as the CLI and
     the sweep agents pass them; short names from NAME_ABBREVIATIONS) and the seed, e.g. ``ridge-wd1e-4-s3``;
-    an ensemble of K seeds ends ``s0x16``. The run directory keeps its unique name."""
+    a run of K seeds ends ``s0x16``. The run directory keeps its unique name."""
     from omegaconf import OmegaConf
 
     parts = [str(cfg.model.family)]

@@ -4,7 +4,7 @@ Every time and every x axis is in GD steps. What a run sends W&B (rank 0 only, n
 ``wandb.mode=disabled``, where the run has no W&B logger):
 
 * history, one row per logged step of the geometric schedule: the measured ``train/loss``, ``test/loss``
-  (accuracies where there are any; the members' mean, with ``*_std``, for an ensemble), the exact GD
+  (accuracies where there are any; the members' mean, with ``*_std``, for several seeds), the exact GD
   dynamics of the same tensors ``exact/train/loss`` (L_n, Eq. 1) and ``exact/test/loss`` (L) at the same
   steps (the members' mean and std, like the measured keys), and the step metric ``gd_step``; every curve
   key is declared with ``define_metric(key, step_metric="gd_step")`` so the UI plots it against GD steps.
@@ -15,10 +15,10 @@ Every time and every x axis is in GD steps. What a run sends W&B (rank 0 only, n
   wrote last, which is what a sweep reads; ``grok/grokked`` and ``grok/status``, ``no_t2`` for a run that
   completed without reaching t2).
 * name, tags and notes (``wandb_logger``): ``ridge-wd1e-4-s3`` (family, the keys set on the command line,
-  the seed), tags family, data kind and ``ensemble``, plus ``wandb.tags``; ``wandb.notes``.
+  the seed), tags family, data kind and ``ensemble`` (seeds > 1), plus ``wandb.tags``; ``wandb.notes``.
 * tables: ``theory/bounds`` (one row per member and bound: the paper's equation, the time it bounds, its side,
   value, the measured time, verdict, the hypotheses not met), ``theory/exact_vs_measured`` (t1, t2 against the
-  exact dynamics per member) and, for an ensemble, ``theory/members`` (seed, times, exact times, final losses
+  exact dynamics per member) and, for several seeds, ``theory/members`` (seed, times, exact times, final losses
   per member).
 * image ``theory/curves``: L_n and L against GD steps (log x), measured solid, exact dashed, t1 and t2 marked.
 * artifact ``results-<run id>`` of type ``results``: ``phases.json`` and ``curves.json``.

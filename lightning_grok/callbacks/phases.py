@@ -33,7 +33,7 @@ from lightning_grok.theory.run_theory import RunTheory
 
 
 class PhaseTransitionCallback(Callback):
-    """``theory`` is one RunTheory (or None) per ensemble member; a single run has a list of one."""
+    """``theory`` is one RunTheory (or None) per member (one per seed); a single run has a list of one."""
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class PhaseTransitionCallback(Callback):
         arrays: dict[str, np.ndarray],
         evaluated: np.ndarray | None = None,
     ) -> None:
-        """Curves at the scheduled steps: the value (one run) or the members' mean and std (an ensemble).
+        """Curves at the scheduled steps: the value (one run) or the members' mean and std (several seeds).
         Test-side values of a step the GD loop did not evaluate (``evaluated``) are left out of the loggers' row
         and stored as NaN in the curves (the GD loops evaluate every scheduled step, so this does not happen in
         ``experiment.fit``). The loggers' rows also carry the exact dynamics at the same steps and the step

@@ -280,7 +280,7 @@ class WandbConfig:
         " passes it), sweep-<id> under wandb agent, else WANDB_RUN_GROUP",
     )
     name: str | None = doc(None, "null: family, the keys set on the command line and the seed, e.g. ridge-wd1e-4-s3")
-    tags: list[str] = doc(help="added to the automatic ones: family, data kind, ensemble", factory=list)
+    tags: list[str] = doc(help="added to the automatic ones: family, data kind, 'ensemble' for seeds > 1", factory=list)
     notes: str | None = doc(None, "the W&B run's notes (its description in the UI)")
     run_id: str | None = doc(None, "reuse to resume the same W&B run (requeue)")
     log_points: int = doc(400, "curve points logged per run, spaced geometrically in steps")

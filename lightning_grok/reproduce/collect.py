@@ -170,7 +170,7 @@ def point_stats(runs: Sequence[Run]) -> list[dict]:
 
 
 def combine_curves(runs: Sequence[Run]) -> dict | None:
-    """The seeds' mean and std of every logged curve over ``runs`` (ensembles weighted by their seed count),
+    """The seeds' mean and std of every logged curve over ``runs`` (runs of several seeds weighted by their seed count),
     on the step grid of the longest run (runs of one config share the logging schedule)."""
     parts = []
     for run in runs:

@@ -121,7 +121,7 @@ def read_result(run_dir: Path) -> RunResult | None:
 
 def result_of(run: RunResult) -> dict:
     """The part of a run's result the sweep keeps in state.json, itself a phases.json document
-    (``results.parse`` reads it): times, status, bound values and verdicts, final losses, and for an ensemble
+    (``results.parse`` reads it): times, status, bound values and verdicts, final losses, and for several seeds
     each member's times and the members' statistics (so its W&B summary can be rebuilt)."""
 
     def times_of(t: Times | None) -> dict | None:

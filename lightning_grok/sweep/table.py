@@ -129,7 +129,7 @@ def _times(t: Times | None) -> dict | None:
 
 def seed_aggregates(params: list[str], table: list[dict]) -> tuple[list[str], list[dict]]:
     """Rows grouped by every swept parameter but ``seed``: seeds finished, and mean and std of t1 and t2 over
-    them (every seed of every finished run at the point, ensembles' members included). GD steps."""
+    them (every seed of every finished run at the point, the members of runs of several seeds included). GD steps."""
     keys = [p for p in params if p != "seed"]
     groups: dict[str, dict] = {}
     for row in table:
@@ -201,8 +201,8 @@ def format_table(params: list[str], table: list[dict], unit: str = "point") -> s
 
 
 def render(sweep_dir: str | os.PathLike, all_attempts: bool = False, as_json: bool = False) -> str:
-    """The point table; below it, when a point has several seeds (a ``seed`` parameter or ``seeds`` = K
-    ensembles), the same points aggregated over seeds."""
+    """The point table; below it, when a point has several seeds (a ``seed`` parameter, or runs of
+    ``seeds`` = K), the same points aggregated over seeds."""
     params, table = rows(sweep_dir, all_attempts)
     if as_json:
         return json.dumps(table, indent=2, default=str)
