@@ -296,21 +296,10 @@ def check_bound(
     steps_run = list(steps_run) if steps_run is not None else [None] * n
     rows = []
     for i in range(n):
-        b, t = values[i], measured[i]
+        b = values[i]
         if b is None or not math.isfinite(b):
             continue
-        if t is None:
-            s = steps_run[i]
-            if side == "upper" and s is not None and s - 1 > b:
-                state = "violated"
-            elif side == "lower" and s is not None and s >= b:
-                state = "holds"
-            else:
-                state = "undetermined"
-            ratio = None
-        else:
-            state = "holds" if (t <= b if side == "upper" else t >= b) else "violated"
-            ratio = t / b if b > 0 else None
+        state, ratio = _seed_state(side, measured[i], b, steps_run[i])
         rows.append({"i": i, "state": state, "ratio": ratio, "claimed": bool(claimed[i])})
     judged = [r for r in rows if r["claimed"]]
     over = judged or rows
@@ -323,51 +312,10 @@ def check_bound(
     violations = [entry(r) for r in judged if r["state"] == "violated"]
     unclaimed = [entry(r) for r in rows if not r["claimed"] and r["state"] == "violated"]
     undetermined = sum(r["state"] == "undetermined" for r in judged)
-    if not rows:
-        verdict = "insufficient data"
-    elif not judged:
-        verdict = "hypothesis not met"
-    elif violations:
-        verdict = "violated"
-    elif undetermined:
-        verdict = "undetermined"
-    else:
-        verdict = "holds"
+    verdict = _bound_verdict(bool(rows), bool(judged), bool(violations), bool(undetermined))
     ratios = [r["ratio"] for r in over if r["ratio"] is not None]
-    by_point: dict = {}
-    for r in over:
-        by_point.setdefault(points[r["i"]], []).append(r)
-    point_rows = []
-    for p in sorted(by_point, key=lambda v: (not isinstance(v, int | float), v)):
-        group = by_point[p]
-        rs = [r["ratio"] for r in group if r["ratio"] is not None]
-        point_rows.append(
-            {
-                "point": p,
-                "seeds": len(group),
-                "claimed": sum(r["claimed"] for r in group),
-                "ratio_min": min(rs) if rs else None,
-                "ratio_max": max(rs) if rs else None,
-                "ratio_mean": sum(rs) / len(rs) if rs else None,
-                "violated": sum(r["state"] == "violated" for r in group),
-            }
-        )
-    trend, words, note = None, "-", ""
-    with_ratio = [r for r in over if r["ratio"] is not None and r["ratio"] > 0]
-    tx = _transform(x_label, [x[r["i"]] for r in with_ratio])
-    try:
-        if tx is None:
-            raise ValueError(f"{x_label} needs x > 0")
-        trend = fit_line(tx, [math.log(r["ratio"]) for r in with_ratio])
-    except ValueError as exc:
-        note = f"no trend: {exc}"
-    if trend is not None:
-        looser = _sign_verdict(trend, -1 if side == "upper" else 1)
-        words = {
-            "yes": "the bound gets looser along the sweep",
-            "no": "the bound gets tighter along the sweep",
-            "undecided": "parallel to the measured time (the interval contains 0)",
-        }[looser]
+    point_rows = _point_rows(over, points)
+    trend, words, note = _ratio_trend(side, x_label, [(x[r["i"]], r["ratio"]) for r in over])
     return BoundReport(
         bound=bound,
         side=side,
@@ -392,6 +340,72 @@ def check_bound(
         source=source,
         note=note,
     )
+
+
+def _seed_state(side: str, t: float | None, b: float, steps_run: int | None) -> tuple[str, float | None]:
+    """One seed against its bound ``b`` (GD steps): "holds", "violated" or "undetermined", and measured / bound.
+    A time not reached (``t`` None) violates an upper bound once ``steps_run - 1`` exceeds it and holds a lower
+    bound once ``steps_run`` reaches it."""
+    if t is None:
+        if side == "upper" and steps_run is not None and steps_run - 1 > b:
+            return "violated", None
+        if side == "lower" and steps_run is not None and steps_run >= b:
+            return "holds", None
+        return "undetermined", None
+    state = "holds" if (t <= b if side == "upper" else t >= b) else "violated"
+    return state, (t / b if b > 0 else None)
+
+
+def _bound_verdict(any_seed: bool, any_claimed: bool, violated: bool, undetermined: bool) -> str:
+    if not any_seed:
+        return "insufficient data"
+    if not any_claimed:
+        return "hypothesis not met"
+    if violated:
+        return "violated"
+    return "undetermined" if undetermined else "holds"
+
+
+def _point_rows(rows: list[dict], points: list) -> list[dict]:
+    """Per sweep point: its seeds, how many meet the hypotheses, measured / bound (min, max, mean), violations."""
+    by_point: dict = {}
+    for r in rows:
+        by_point.setdefault(points[r["i"]], []).append(r)
+    out = []
+    for p in sorted(by_point, key=lambda v: (not isinstance(v, int | float), v)):
+        group = by_point[p]
+        rs = [r["ratio"] for r in group if r["ratio"] is not None]
+        out.append(
+            {
+                "point": p,
+                "seeds": len(group),
+                "claimed": sum(r["claimed"] for r in group),
+                "ratio_min": min(rs) if rs else None,
+                "ratio_max": max(rs) if rs else None,
+                "ratio_mean": sum(rs) / len(rs) if rs else None,
+                "violated": sum(r["state"] == "violated" for r in group),
+            }
+        )
+    return out
+
+
+def _ratio_trend(side: str, x_label: str, x_ratio: list[tuple[float, float | None]]) -> tuple[LineFit | None, str, str]:
+    """The fitted slope of log(measured / bound) against the transformed x, its words, and why there is none."""
+    pairs = [(xv, ratio) for xv, ratio in x_ratio if ratio is not None and ratio > 0]
+    tx = _transform(x_label, [xv for xv, _ in pairs])
+    try:
+        if tx is None:
+            raise ValueError(f"{x_label} needs x > 0")
+        trend = fit_line(tx, [math.log(ratio) for _, ratio in pairs])
+    except ValueError as exc:
+        return None, "-", f"no trend: {exc}"
+    looser = _sign_verdict(trend, -1 if side == "upper" else 1)
+    words = {
+        "yes": "the bound gets looser along the sweep",
+        "no": "the bound gets tighter along the sweep",
+        "undecided": "parallel to the measured time (the interval contains 0)",
+    }[looser]
+    return trend, words, ""
 
 
 def _bound_verdict_text(r: BoundReport) -> str:
