@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from lightning_grok.config import load_config
 from lightning_grok.experiment import Built, build
-from lightning_grok.gd_loops import LinearGDLoop, PopulationSide
+from lightning_grok.gd_loops import EvalSpec, LinearGDLoop
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "ridge.yaml"
@@ -93,7 +93,7 @@ class FusedGD:
 
     def __init__(self, p: Problem, per_call: int):
         self.per_call = per_call
-        ev = PopulationSide(theta_star=p.theta_star, sigma_scale=p.sigma_scale)
+        ev = EvalSpec(theta_star=p.theta_star, sigma_scale=p.sigma_scale)
         errors = []
         for lead in ((), (1,)):
             try:

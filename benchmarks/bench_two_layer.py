@@ -70,7 +70,7 @@ from omegaconf import DictConfig
 from lightning_grok.config import ConfigError, load_config
 from lightning_grok.experiment import build
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.gd_loops import PopulationSide, TwoLayerGDLoop
+from lightning_grok.gd_loops import EvalSpec, TwoLayerGDLoop
 from lightning_grok.lightning_module import auto_two_layer_steps_per_call
 from lightning_grok.member_phases import log_schedule
 
@@ -194,7 +194,7 @@ class Fused:
     def __init__(self, p: Problem, eval_every: int):
         m, d = p.w0.shape
         self.per_call = auto_two_layer_steps_per_call(1, p.n, m, d, 1)
-        ev = PopulationSide(x_test=p.x_test[None], y_test=p.y_test[None], c=p.c, surrogate_eps=p.eps)
+        ev = EvalSpec(x_test=p.x_test[None], y_test=p.y_test[None], c=p.c, surrogate_eps=p.eps)
         self.kernel = TwoLayerGDLoop(
             p.x[None].contiguous(), p.y[None], m, p.lr, p.weight_decay, p.n, ev, self.per_call, eval_every=eval_every
         )

@@ -49,7 +49,7 @@ from omegaconf import DictConfig
 from lightning_grok.config import load_config
 from lightning_grok.experiment import build
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.gd_loops import PopulationSide, TwoLayerGDLoop
+from lightning_grok.gd_loops import EvalSpec, TwoLayerGDLoop
 from lightning_grok.member_phases import log_schedule
 from lightning_grok.resources import auto_two_layer_steps_per_call
 
@@ -71,9 +71,15 @@ def loadavg() -> str:
 
 
 def old_loop_class(rev: str) -> type:
-    """``TwoLayerGDLoop`` of lightning_grok/gd_loops.py at git revision ``rev``, imported as its own module."""
+    """``TwoLayerGDLoop`` of git revision ``rev``, imported as its own module: lightning_grok/gd_loops.py before the
+    split into a package, else lightning_grok/gd_loops/two_layer.py (whose imports of its sibling modules then load
+    the working tree's ``records`` and ``sparse_eval``)."""
+    one_module = subprocess.run(
+        ["git", "cat-file", "-e", f"{rev}:lightning_grok/gd_loops.py"], cwd=REPO, capture_output=True, check=False
+    )
+    old = "lightning_grok/gd_loops.py" if one_module.returncode == 0 else "lightning_grok/gd_loops/two_layer.py"
     source = subprocess.run(
-        ["git", "show", f"{rev}:lightning_grok/gd_loops.py"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "show", f"{rev}:{old}"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     path = Path(tempfile.mkdtemp()) / "gd_loops_before.py"
     path.write_text(source)
@@ -108,7 +114,7 @@ class Members:
         _, n, d = self.x.shape
         m = self.w0.shape[1]
         per_call = auto_two_layer_steps_per_call(b, n, m, d, 1)
-        ev = PopulationSide(x_test=self.x_test[rows], y_test=self.y_test[rows], c=self.c, surrogate_eps=self.eps)
+        ev = EvalSpec(x_test=self.x_test[rows], y_test=self.y_test[rows], c=self.c, surrogate_eps=self.eps)
         return cls(self.x[rows], self.y[rows], m, self.lr, self.wd, n, ev, per_call), per_call
 
     def run(self, loop: TwoLayerGDLoop, per_call: int, rows: slice, steps: int) -> tuple[torch.Tensor, ...]:

@@ -5,7 +5,7 @@ t2(c)   = min{t : L(theta_t) <= c}      (first step below: "generalized")
 The accuracy versions (classification) use the same two detectors on the predicates
 train_acc < tau (last) and test_acc >= tau (first).
 
-Test-side values may be NaN on steps a GD loop did not evaluate (sparse evaluation, gd_loops.py): a NaN
+Test-side values may be NaN on steps a GD loop did not evaluate (sparse evaluation, gd_loops/): a NaN
 compares false, so it never counts as reached. The GD loops evaluate every step of a block in which a
 threshold is crossed, so the first reached step is still exact.
 """

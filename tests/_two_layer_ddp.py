@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_grok.gd_loops import Chunk, PopulationSide, TwoLayerGDLoop
+from lightning_grok.gd_loops import Chunk, EvalSpec, TwoLayerGDLoop
 from lightning_grok.models.two_layer import TwoLayerModel
 
 
@@ -16,7 +16,7 @@ def ddp_problem(rank: int, world: int, reduce=None) -> tuple[Chunk, torch.Tensor
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)
     x_test = torch.randn(n_test, d, generator=gen, dtype=torch.float64)
     model = TwoLayerModel(d, m, 1.0, 1, gen)
-    ev = PopulationSide(x_test=x_test[None], y_test=torch.zeros(1, n_test, 1, dtype=torch.float64), c=0.01)
+    ev = EvalSpec(x_test=x_test[None], y_test=torch.zeros(1, n_test, 1, dtype=torch.float64), c=0.01)
     xs = x[rank::world][None].contiguous()
     ys = torch.zeros(1, xs.shape[1], 1, dtype=torch.float64)
     kw = {"reduce": reduce} if reduce is not None else {}

@@ -21,7 +21,7 @@ from conftest import REPO, SWEEP_COMMAND, load
 
 from lightning_grok.batch import batch_key, fit_batch
 from lightning_grok.experiment import fit
-from lightning_grok.gd_loops import LinearGDLoop, PopulationSide, RowSpaceGDLoop
+from lightning_grok.gd_loops import EvalSpec, LinearGDLoop, RowSpaceGDLoop
 
 # t2 (exact) of the points below: about 98, 175, 837 and 2310 steps; stop_margin 2%: they stop after the calls
 # ending at 128, 256 (lr 0.5), 1024 and max_steps 2000 (t2 not reached), so three leave the batch early
@@ -157,8 +157,8 @@ def test_per_member_lr_and_weight_decay_equal_each_member_alone(loop):
     star = torch.randn(b, m, 1, generator=gen, dtype=torch.float64)
     lrs, wds = [1.0, 0.5, 0.8], [1e-2, 3e-2, 1e-3]
 
-    def ev(rows: slice) -> PopulationSide:
-        return PopulationSide(theta_star=star[rows], sigma_scale=1.0 / m, c=0.01)
+    def ev(rows: slice) -> EvalSpec:
+        return EvalSpec(theta_star=star[rows], sigma_scale=1.0 / m, c=0.01)
 
     batched = loop(phi, y, lrs, wds, n, ev(slice(None)), 300)
     theta = theta0.clone()

@@ -87,15 +87,15 @@ def test_rowspace_loop_records_every_step_as_the_parameter_space_loop(population
     equal the parameter-space loop's (Eq. 2 as written) to rounding, over calls of several lengths, for a batch of
     members one of which has a rank-deficient Phi and one-hot-like targets (training accuracy), and when theta is
     changed between calls."""
-    from lightning_grok.gd_loops import LinearGDLoop, PopulationSide, RowSpaceGDLoop
+    from lightning_grok.gd_loops import EvalSpec, LinearGDLoop, RowSpaceGDLoop
 
     b, n, m, k, lr, wd = 3, 40, 300, 3, 1.0, 1e-3
     phi, y, theta0, theta_star, gen = _members(b, n, m, k, duplicate=True)
     if population == "exact":
-        ev = PopulationSide(theta_star=theta_star, sigma_scale=1.0 / m, c=0.01)
+        ev = EvalSpec(theta_star=theta_star, sigma_scale=1.0 / m, c=0.01)
     else:
         x_test = torch.randn(b, 200, m, generator=gen, dtype=torch.float64) / m**0.5
-        ev = PopulationSide(x_test=x_test, y_test=x_test @ theta_star, c=0.01, surrogate_eps=0.01)
+        ev = EvalSpec(x_test=x_test, y_test=x_test @ theta_star, c=0.01, surrogate_eps=0.01)
         ev.test_labels = (x_test @ theta_star).argmax(dim=2)
     ev.train_labels = y.argmax(dim=2)
     per_call = 700  # records of 3 members of 40 x 3 coefficients: several record blocks per call

@@ -21,7 +21,7 @@ from conftest import load
 
 from lightning_grok.experiment import build
 from lightning_grok.experiment import fit as experiment_fit
-from lightning_grok.gd_loops import AutogradLoop, PopulationSide, TwoLayerGDLoop, auto_eval_every, eval_points
+from lightning_grok.gd_loops import AutogradLoop, EvalSpec, TwoLayerGDLoop, auto_eval_every, eval_points
 from lightning_grok.models.two_layer import TwoLayerModel
 
 SMALL = ("model.width=64", "data.n_test=200", "trainer.precision=64-true")
@@ -79,10 +79,10 @@ def test_fused_kernel_equals_autograd_sgd_with_decay_on_both_layers(k):
     x_test, y_test = torch.randn(n_test, d, generator=gen, dtype=f64), torch.randn(n_test, k, generator=gen, dtype=f64)
     model = TwoLayerModel(d, m, 1.0, k, gen)
     w, a = model.weight.detach().clone()[None], model.a.detach().clone()[None]
-    ev = PopulationSide(x_test=x_test[None], y_test=y_test[None], c=0.01, surrogate_eps=0.01)
+    ev = EvalSpec(x_test=x_test[None], y_test=y_test[None], c=0.01, surrogate_eps=0.01)
     fused = TwoLayerGDLoop(x[None].contiguous(), y[None], m, lr, lam, n, ev, steps, eval_every=1).run(w, a, 0, steps)
     opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=lam)  # Eq. (2): coupled weight decay
-    ref = AutogradLoop(model, opt, x, y, n, PopulationSide(x_test=x_test, y_test=y_test, surrogate_eps=0.01))
+    ref = AutogradLoop(model, opt, x, y, n, EvalSpec(x_test=x_test, y_test=y_test, surrogate_eps=0.01))
     ref = ref.run(0, steps)
     torch.testing.assert_close(w[0], model.weight.detach(), rtol=1e-10, atol=0)
     torch.testing.assert_close(a[0], model.a.detach(), rtol=1e-10, atol=0)
@@ -166,7 +166,7 @@ def test_accuracy_t2_is_exact_with_sparse_evaluation():
     model = TwoLayerModel(d, m, 1.0, k, gen)
     times = {}
     for every in (1, 41):
-        ev = PopulationSide(
+        ev = EvalSpec(
             x_test=x_test[None], y_test=torch.nn.functional.one_hot(test_labels, k).double()[None], c=1e-9, tau=0.8
         )
         ev.test_labels, ev.train_labels = test_labels[None], labels[None]
@@ -222,7 +222,7 @@ def test_member_groups_equal_single_runs(group):
 
     def run(rows: slice, group: int | None):
         count = len(range(b)[rows])
-        ev = PopulationSide(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1, dtype=f64), c=0.01)
+        ev = EvalSpec(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1, dtype=f64), c=0.01)
         y = torch.zeros(count, n, 1, dtype=f64)
         kernel = TwoLayerGDLoop(x[rows], y, m, 0.05, 0.1, n, ev, steps, eval_every=17, group=group)
         w, a = w0[rows].clone(), a0[rows].clone()
@@ -256,7 +256,7 @@ def test_members_in_threads_equal_single_runs(single_threads):
 
     def kernel(rows: slice, max_steps: int) -> TwoLayerGDLoop:
         count = len(range(b)[rows])
-        ev = PopulationSide(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1), c=c)
+        ev = EvalSpec(x_test=x_test[rows], y_test=torch.zeros(count, n_test, 1), c=c)
         return TwoLayerGDLoop(x[rows], torch.zeros(count, n, 1), m, 3e-3, 1.0, n, ev, max_steps, eval_every=every)
 
     def first(values: torch.Tensor, bound: float) -> int:
