@@ -130,7 +130,7 @@ def load_problem(*overrides: str) -> Problem:
         weight_decay=float(cfg.optim.weight_decay),
         c=float(cfg.phases.c),
         eps=float(cfg.phases.eps),
-        log_steps=log_schedule(int(cfg.trainer.max_steps), int(cfg.wandb.log_points)),
+        log_steps=log_schedule(int(cfg.trainer.max_steps), int(cfg.phases.log_points)),
     )
 
 

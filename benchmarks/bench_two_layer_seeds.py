@@ -106,7 +106,7 @@ class Members:
         )
         self.lr, self.wd = float(cfg.optim.lr), float(cfg.optim.weight_decay)
         self.c, self.eps = float(cfg.phases.c), float(cfg.phases.eps)
-        self.wanted = log_schedule(int(cfg.trainer.max_steps), int(cfg.wandb.log_points))
+        self.wanted = log_schedule(int(cfg.trainer.max_steps), int(cfg.phases.log_points))
         self.k = k
 
     def loop(self, cls: type, rows: slice) -> tuple[TwoLayerGDLoop, int]:

@@ -7,17 +7,13 @@ never from a second sample.
 from __future__ import annotations
 
 import contextlib
-import logging
 import shutil
 import signal
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_grok.callbacks.control import RunControl
 from lightning_grok.callbacks.phases import PhaseTransitionCallback
 from lightning_grok.callbacks.progress import StepProgressBar
-from lightning_grok.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
+from lightning_grok.checkpoints import last_checkpoint, resume_checkpoint
 from lightning_grok.config import ConfigError, check_step_size, to_container
 from lightning_grok.data.datamodule import FullBatchDataModule
 from lightning_grok.exit_codes import (
@@ -38,12 +34,18 @@ from lightning_grok.exit_codes import (
 from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import Member, build_member, describe_population
 from lightning_grok.plan import RunPlan
+from lightning_grok.quiet import (  # noqa: F401 - importable from here, as before
+    IRRELEVANT_WARNINGS,
+    LIGHTNING_LOGGERS,
+    quiet_third_party,
+)
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
 from lightning_grok.theory.exact import LinearProblem
 from lightning_grok.theory.run_theory import RunTheory
 from lightning_grok.threads import CpuShare
 from lightning_grok.trainer_checks import check_trainer
+from lightning_grok.trainer_factory import _devices, make_trainer  # noqa: F401 - importable from here, as before
 from lightning_grok.wandb_logger import make_logger
 
 
@@ -99,38 +101,6 @@ def check_stability(built: Built) -> None:
     the data: lambda_max(Phi^T Phi))."""
     if built.theory is not None:
         check_step_size(built.cfg, min(m.theory.quantities.stability_limit for m in built.members))
-
-
-def _devices(spec: str):
-    spec = str(spec).strip()
-    if spec == "auto":
-        return "auto"
-    if "," in spec:
-        return [int(s) for s in spec.split(",") if s]
-    return int(spec)
-
-
-def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list, logger, plugins: list | None = None) -> L.Trainer:
-    """The Trainer of a run: no epochs or batches to speak of (one epoch is one call of K GD steps), no default
-    checkpoint callback (``RunControl`` and ``fit`` write ``checkpoints/last.ckpt``), atomic checkpoint files."""
-    return L.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=_devices(cfg.trainer.devices),
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=None if any(isinstance(p, Precision) for p in plugins or []) else cfg.trainer.precision,
-        plugins=[AtomicCheckpointIO(), *(plugins or [])],
-        max_epochs=-1,
-        max_steps=-1,
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(output_dir),
-        enable_checkpointing=False,
-        log_every_n_steps=1,
-    )
 
 
 def phase_callback(cfg: DictConfig, built: Built, output_dir: Path, config: dict) -> PhaseTransitionCallback:
@@ -247,34 +217,6 @@ def _fit(
         )
         return exit_for_signal(control.stopped_by), result
     return (EXIT_DIVERGED if status == "diverged" else EXIT_OK), result
-
-
-# Lightning's and torch's messages that do not apply to a full-batch GD run started on purpose here
-IRRELEVANT_WARNINGS = (
-    ".*does not have many workers.*",  # one batch, the whole training set, already in memory
-    ".*log_every_n_steps.*",  # curves are logged on their own schedule of GD steps
-    ".*The `srun` command is available on your system but is not used.*",
-    r".*isinstance\(treespec, LeafSpec\).*",  # a torch deprecation inside Lightning
-)
-LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")  # GPU/TPU availability, tips, restore notes
-
-
-@contextlib.contextmanager
-def quiet_third_party():
-    """Within: Lightning logs warnings and errors only, and the hints above are not shown. Our own lines
-    (run directory, resume, signals, the phase table) are printed by this package, not through Lightning."""
-    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        for pattern in IRRELEVANT_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        for lg in loggers:
-            lg.setLevel(max(lg.level, logging.WARNING))
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
 
 
 def _warn(message: str) -> None:

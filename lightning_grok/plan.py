@@ -175,7 +175,7 @@ class RunPlan:
     steps_per_call: int  # K: GD steps per call of the loop (one Lightning training_step), at most max_steps
     ramp_up: bool  # automatic K: the calls run 64, 64, 128, ... steps up to K (FIRST_CALL_STEPS)
     eval_every: int  # s asked for: test side every s-th step (0: the loop picks s from its costs, 1: every step)
-    log_points: int  # wandb.log_points: about this many logged steps (``log_steps``)
+    log_points: int  # phases.log_points (formerly wandb.log_points): about this many logged steps (``log_steps``)
     stop_margin: float | None = None  # stop stop_margin * t2 steps after t2 once every member has t1 and t2
     n: int = 0
     n_test: int = 0
@@ -241,7 +241,7 @@ class RunPlan:
             steps_per_call=int(min(per_call, max_steps)),
             ramp_up=not trainer.steps_per_call,
             eval_every=int(trainer.eval_every),
-            log_points=int(cfg.wandb.log_points),
+            log_points=int(cfg.phases.log_points),
             stop_margin=None if cfg.phases.stop_margin is None else float(cfg.phases.stop_margin),
             **sizes,
             batch=None if full_batch else int(optim.batch_size),

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = (
     "trainer.threads",
     "output_dir",
     "wandb.",
+    "phases.log_points",  # which steps are logged (t1, t2 stay exact); wandb.log_points before the rename
 )
 
 
@@ -80,11 +81,16 @@ FIRST_NAMES = {new: old for old, new in RENAMED_KEYS.items()}
 def result_keys(config: dict) -> dict[str, object]:
     """The flattened config less the keys a resumed run may change (``RESUMABLE_CHANGES``) and, unless the model is
     the transformer, less the transformer's keys (``TRANSFORMER_KEYS``), which cannot change what it computes.
-    A renamed key stands under its first name (``FIRST_NAMES``: ``trainer.gd_loop`` as ``trainer.kernel``), so a
-    config.yaml or a checkpoint written before the rename has the same identity and fingerprint as one after."""
-    flat = {FIRST_NAMES.get(k, k): v for k, v in _flat(config).items()}
+    A renamed key stands under its first name (``FIRST_NAMES``: ``trainer.gd_loop`` as ``trainer.kernel``,
+    ``phases.log_points`` as ``wandb.log_points``), so a config.yaml or a checkpoint written before the rename has
+    the same identity and fingerprint as one after. A key is resumable under either of its names."""
+    flat = {FIRST_NAMES.get(k, k): v for k, v in _flat(config).items() if not _resumable(k)}
     inert = TRANSFORMER_KEYS if flat.get("model.family") != "transformer" else ()
-    return {k: v for k, v in flat.items() if not any(k.startswith(p) for p in RESUMABLE_CHANGES) and k not in inert}
+    return {k: v for k, v in flat.items() if not _resumable(k) and k not in inert}
+
+
+def _resumable(key: str) -> bool:
+    return any(key.startswith(p) for p in RESUMABLE_CHANGES)
 
 
 def fingerprint(config: dict) -> str:

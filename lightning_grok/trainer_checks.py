@@ -27,6 +27,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lightning_grok.config import ConfigError
+from lightning_grok.quiet import quiet_third_party
+from lightning_grok.trainer_factory import make_trainer
 
 # accelerator name -> the Lightning class that says whether it is here, and what it is called in messages
 _HARDWARE = {
@@ -39,8 +41,6 @@ _HARDWARE = {
 
 def check_trainer(cfg: DictConfig, output_dir: Path) -> None:
     """Refuse (ConfigError) trainer settings this machine or its launcher cannot run; see the module doc."""
-    from lightning_grok.experiment import quiet_third_party
-
     with quiet_third_party():  # Lightning's srun hint, logged while it detects SLURM
         _check_accelerator(cfg)
         _check_strategy(cfg)
@@ -182,11 +182,9 @@ def check_nodes(num_nodes: int, env: dict[str, str]) -> None:
 
 
 def _check_with_lightning(cfg: DictConfig, output_dir: Path) -> None:
-    """Build the run's Trainer once (``experiment.make_trainer``, no callbacks, no logger): whatever it refuses
+    """Build the run's Trainer once (``trainer_factory.make_trainer``, no callbacks, no logger): whatever it refuses
     is named with the trainer keys. Building it writes nothing and starts no process."""
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
-
-    from lightning_grok.experiment import make_trainer
 
     try:
         make_trainer(cfg, output_dir, [], None)

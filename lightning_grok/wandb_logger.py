@@ -227,7 +227,8 @@ NAME_ABBREVIATIONS = {
     "data.train_fraction": "frac",
     "data.modulus": "p",
 }
-NAME_SKIPS = ("output_dir", "seed", "seeds", "wandb.", "trainer.")  # not science, or shown anyway (the seed)
+# not science, or shown anyway (the seed); phases.log_points was wandb.log_points, skipped before its rename too
+NAME_SKIPS = ("output_dir", "seed", "seeds", "wandb.", "trainer.", "phases.log_points")
 
 
 def _short_value(value: object) -> str:

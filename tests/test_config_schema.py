@@ -1,6 +1,7 @@
 """The typed config (issue 18, item 2): an Enum for each closed set of values, checked by OmegaConf and listed by
-the help; the keys' meanings written once; ``trainer.kernel`` renamed ``trainer.gd_loop`` without breaking a
-config, an override, a sweep file or a run directory written before the rename."""
+the help; the keys' meanings written once; ``trainer.kernel`` renamed ``trainer.gd_loop`` and ``wandb.log_points``
+renamed ``phases.log_points`` without breaking a config, an override, a sweep file or a run directory written before
+the renames."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ BEFORE = Path(__file__).parent / "fixtures" / "run_before_gd_loop"  # config.yam
 # fingerprint() of that config as main computed it, before the rename: what its checkpoints hold
 BEFORE_FINGERPRINT = "76199c7df0d4a480"
 DEPRECATION = "config key 'trainer.kernel' is now 'trainer.gd_loop'"
+LOG_POINTS_DEPRECATION = "config key 'wandb.log_points' is now 'phases.log_points'"
 
 
 def _load(*overrides: str):
@@ -158,3 +160,101 @@ def test_fit_prints_one_deprecation_line_and_the_new_key(tmp_path):
     ]
     trainer = yaml.safe_load(proc.stdout)["trainer"]
     assert trainer["gd_loop"] == "rowspace" and "kernel" not in trainer
+
+
+# ---- wandb.log_points -> phases.log_points: the logged steps (every logger, curves.json, the GD loops' test side)
+
+
+def test_log_points_is_a_phases_key_and_the_help_names_the_old_one():
+    assert "phases.log_points" in schema_keys() and "wandb.log_points" not in schema_keys()
+    help_text = fields()["phases.log_points"][1].metadata["help"]
+    assert "curves.json" in help_text and "logger" in help_text and "test side" in help_text
+    assert "wandb.log_points (now phases.log_points)" in format_keys()
+
+
+def test_the_old_log_points_override_is_read_as_the_new_with_one_deprecation_line(capsys, fresh_warnings):
+    new = _load("phases.log_points=50")
+    assert capsys.readouterr().err == ""
+    old = _load("wandb.log_points=50")
+    again = _load("--wandb.log_points=50")  # W&B's form
+    group = _load("wandb={log_points: 50}")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and LOG_POINTS_DEPRECATION in err[0] and "override uses the old name" in err[0], err
+    assert old.phases.log_points == 50 and "log_points" not in old.wandb
+    assert to_container(old) == to_container(new) == to_container(again) == to_container(group)
+    from lightning_grok.plan import RunPlan
+
+    assert RunPlan.from_config(old).log_points == 50  # the plan reads the new name
+    with pytest.raises(ConfigError, match="'wandb.log_points' is the old name of 'phases.log_points' and both"):
+        config_load._renamed({"wandb": {"log_points": 5}, "phases": {"log_points": 6}}, "override")
+    with pytest.raises(ConfigError, match=r"invalid value for 'phases.log_points': 0 \(allowed: an integer >= 1"):
+        _load("wandb.log_points=0")  # the range rule, under the new name
+
+
+def test_the_old_log_points_in_a_config_file(tmp_path, capsys, fresh_warnings):
+    path = tmp_path / "old.yaml"
+    path.write_text("phases:\n  stop_margin: 0.5\nwandb:\n  mode: disabled\n  log_points: 30\n")
+    cfg = load_config(path, verb=None)
+    assert cfg.phases.log_points == 30 and cfg.phases.stop_margin == 0.5 and cfg.wandb.mode == "disabled"
+    assert load_config(path, ["phases.log_points=70"], verb=None).phases.log_points == 70  # later wins
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and LOG_POINTS_DEPRECATION in err[0] and f"config file {path}" in err[0], err
+    both = tmp_path / "both.yaml"
+    both.write_text("phases:\n  log_points: 30\nwandb:\n  log_points: 30\n")
+    with pytest.raises(ConfigError, match=f"config file {both}: key 'wandb.log_points' is the old name"):
+        load_config(both, verb=None)
+
+
+def test_a_sweep_file_with_the_old_log_points_still_loads(tmp_path, capsys, fresh_warnings):
+    from lightning_grok.sweep.spec import load_spec
+
+    params = {"wandb.log_points": {"values": [40, 80]}, "trainer.max_steps": {"value": 10}}
+    spec = load_spec(write_sweep(tmp_path / "old.yaml", params), sweep_dir=tmp_path / "sweep")
+    points = spec.points()
+    assert [p["wandb.log_points"] for p in points] == [40, 80]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and LOG_POINTS_DEPRECATION in err[0], err  # every point validated, one line
+    runs = [load_config(spec.config_path, spec.overrides(p), verb=None) for p in points]
+    assert [cfg.phases.log_points for cfg in runs] == [40, 80]
+    assert capsys.readouterr().err == ""  # once per process
+
+
+def test_a_run_directory_written_with_wandb_log_points_keeps_its_identity(tmp_path, capsys, fresh_warnings):
+    """The fixture predates both renames: its config.yaml holds wandb.log_points, and its checkpoints hold
+    BEFORE_FINGERPRINT; the new name hashes as the old one, so the directory resumes."""
+    run = tmp_path / "run"
+    shutil.copytree(BEFORE, run)
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["wandb"]["log_points"] == 400 and "log_points" not in stored["phases"]  # before the rename
+    same = ["trainer.gd_loop=parameter", "trainer.progress_bar=false", "phases.log_points=400", f"output_dir={run}"]
+    config = to_container(_load(*same))
+    assert config["phases"]["log_points"] == 400 and "log_points" not in config["wandb"]
+    check_identity(run, config)  # resumes: no ConfigError
+    assert fingerprint(config) == fingerprint(stored) == BEFORE_FINGERPRINT  # its checkpoints still match
+    loaded = to_container(load_config(run / "config.yaml", [f"output_dir={run}"], verb=None))
+    assert loaded == config  # the saved file loads as a config, under the new names
+    err = capsys.readouterr().err
+    assert err.count(LOG_POINTS_DEPRECATION) == 1 and err.count(DEPRECATION) == 1, err
+    # as under its old name (wandb.*), the logged steps may change on resume: same identity, same fingerprint
+    fewer = to_container(_load(*same, "phases.log_points=100"))
+    check_identity(run, fewer)
+    assert fingerprint(fewer) == BEFORE_FINGERPRINT
+
+
+def test_fit_prints_one_deprecation_line_for_the_old_log_points(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_grok", "fit", str(RIDGE), "wandb.log_points=50", "--print-config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"lightning-grok: warning: {LOG_POINTS_DEPRECATION} (same values); override uses the old name, which still "
+        "works"
+    ]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["phases"]["log_points"] == 50 and "log_points" not in printed["wandb"]

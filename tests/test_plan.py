@@ -28,7 +28,7 @@ def test_two_layer_and_autograd_loops():
 
 
 def test_plan_steps_and_schedule():
-    p = plan("ridge.yaml", "trainer.max_steps=5000", "wandb.log_points=50")
+    p = plan("ridge.yaml", "trainer.max_steps=5000", "phases.log_points=50")
     assert p.steps_per_call <= 5000 and p.ramp_up and p.call_steps(0) == 64
     assert p.log_steps[0] == 0 and p.log_steps[-1] == 4999 and len(p.log_steps) <= 51
     assert plan("ridge.yaml", "trainer.steps_per_call=300").call_steps(0) == 300

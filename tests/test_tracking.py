@@ -30,7 +30,7 @@ def test_offline_run_summary_holds_the_phase_times(tmp_path, monkeypatch):
         "wandb.mode=offline",
         "optim.weight_decay=1e-3",
         "trainer.max_steps=3000",
-        "wandb.log_points=50",
+        "phases.log_points=50",
     )
     assert status == 0
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))

@@ -30,7 +30,7 @@ from lightning_grok.theory.two_layer_population import TwoLayerPopulation
 
 MC = 1_000_000  # Monte-Carlo inputs
 Z = 5.0  # tolerance in Monte-Carlo standard errors
-SMALL = ("model.width=64", "data.population=exact", "trainer.precision=64-true", "wandb.log_points=8")
+SMALL = ("model.width=64", "data.population=exact", "trainer.precision=64-true", "phases.log_points=8")
 # a ReLU teacher in d = 5 that the network learns (as tests/test_two_layer_kernel.py's RELU)
 RELU = (*SMALL, "data.teacher=relu", "data.input_dim=5", "data.n_train=100", "optim.lr=0.05", "optim.weight_decay=1e-3")
 ZERO = (*SMALL, "data.teacher=zero", "optim.lr=0.05", "optim.weight_decay=0.1", "trainer.max_steps=1200")

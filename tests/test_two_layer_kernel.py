@@ -36,7 +36,7 @@ RELU = (
     "optim.weight_decay=1e-3",
     "trainer.max_steps=3000",
 )
-FEW_LOG_POINTS = "wandb.log_points=8"  # so that logged steps do not fill the blocks around t2
+FEW_LOG_POINTS = "phases.log_points=8"  # so that logged steps do not fill the blocks around t2
 
 
 @pytest.fixture(autouse=True)

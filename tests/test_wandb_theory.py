@@ -154,7 +154,7 @@ def test_ridge_defaults_log_exact_curves_tables_figure_and_artifact(tmp_path, mo
 def test_ensemble_members_are_a_table_not_summary_keys(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_SWEEP_ID", "swp42")  # as `wandb agent` sets it: the default group names the sweep
-    args = ("seeds=3", "optim.weight_decay=1e-3", "trainer.max_steps=3000", "wandb.log_points=40")
+    args = ("seeds=3", "optim.weight_decay=1e-3", "trainer.max_steps=3000", "phases.log_points=40")
     status, res = fit("ridge.yaml", tmp_path, "wandb.mode=offline", *args)
     assert status == 0 and len(res["members"]) == 3
     run_dir = _offline_run(tmp_path)

@@ -60,6 +60,7 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("phases.acc_threshold", lambda v: 0 < v <= 1, "a number in (0, 1]"),
         ("phases.delta", lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
         ("phases.stop_margin", lambda v: v is None or v >= 0, "null or a number >= 0"),
+        ("phases.log_points", *atleast1),
         ("trainer.max_steps", *atleast1),
         ("trainer.steps_per_call", *nonneg),
         ("trainer.num_nodes", *atleast1),
@@ -68,7 +69,6 @@ def _rules() -> list[tuple[str, Any, str]]:
         ("trainer.checkpoint_minutes", *nonneg),
         ("trainer.eval_every", *nonneg),
         ("trainer.threads", *nonneg),
-        ("wandb.log_points", *atleast1),
     ]
 
 

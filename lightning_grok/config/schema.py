@@ -242,6 +242,11 @@ class PhasesConfig:
     acc_threshold: float = doc(0.99, "tau for the accuracy-based t1, t2 (classification)")
     delta: float = doc(0.05, "failure probability used in the explicit hypothesis checks (A.9)")
     stop_margin: float | None = doc(None, "end the run this fraction of t2 after both are found; null = never")
+    log_points: int = doc(
+        400,
+        "about this many logged steps, geometric in GD steps (formerly wandb.log_points): their curves go to every "
+        "logger and curves.json, and the GD loops evaluate the test side there",
+    )
 
 
 @dataclass
@@ -283,7 +288,6 @@ class WandbConfig:
     tags: list[str] = doc(help="added to the automatic ones: family, data kind, 'ensemble' for seeds > 1", factory=list)
     notes: str | None = doc(None, "the W&B run's notes (its description in the UI)")
     run_id: str | None = doc(None, "reuse to resume the same W&B run (requeue)")
-    log_points: int = doc(400, "curve points logged per run, spaced geometrically in steps")
 
 
 @dataclass
@@ -301,8 +305,9 @@ class RunConfig:
 
 # old key -> its new name: accepted under the old name in YAML files, overrides and sweep files, with one
 # deprecation line (load.py); run identities keep hashing the old name (rundir.result_keys), so run
-# directories and checkpoints written before the rename still resume
-RENAMED_KEYS = {"trainer.kernel": "trainer.gd_loop"}
+# directories and checkpoints written before the rename still resume. wandb.log_points was never a W&B setting:
+# it decides the logged steps for every logger, curves.json and the GD loops' test side
+RENAMED_KEYS = {"trainer.kernel": "trainer.gd_loop", "wandb.log_points": "phases.log_points"}
 
 
 def schema() -> DictConfig:
