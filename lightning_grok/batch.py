@@ -162,7 +162,7 @@ class _Point:
 def _columns(chunk: Chunk, lo: int, hi: int, loop: GrokkingModule) -> Chunk:
     """The records of members lo..hi-1 of a chunk, with the test side evaluated where their lone run evaluates it.
 
-    Under sparse evaluation (gd_loops' module docstring) a loop evaluates every step of a block where any of its
+    Under sparse evaluation (the gd_loops package docstring) a loop evaluates every step of a block where any of its
     members crosses a threshold; a lone run fills only its own members' blocks. The other filled rows are set back
     to NaN / not evaluated, so that what the point measures (its envelope checks included) is its lone run's."""
     evaluated = None if chunk.evaluated is None else chunk.evaluated[:, lo:hi]

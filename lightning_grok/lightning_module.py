@@ -21,14 +21,14 @@ applies: with ``16-mixed`` the GradScaler scales the loss, unscales the gradient
 gradients and updates its scale. The fused GD loops do their own arithmetic in the parameters' dtype, so they
 serve the ``*-true`` precisions; mixed precision trains on the autograd path.
 
-GD loops (gd_loops.py): the run's ``plan.RunPlan`` chooses the loop (``plan.loop``), K (``steps_per_call``),
+GD loops (the gd_loops package): the run's ``plan.RunPlan`` chooses the loop (``plan.loop``), K (``steps_per_call``),
 s (``eval_every``) and the logged steps (``log_steps``); the module builds what the plan says. Full-batch ``gd`` on the
 squared loss runs a fused GD loop, the linear one (row-space or parameter-space) for models linear in their
 parameters, ``TwoLayerGDLoop`` for the two-layer network; everything else (sgd, adamw, mini-batches,
 cross-entropy, mixed precision) runs the autograd loop, one member only. The linear GD loops train on the features
 Phi of the members' theory (``theory.problem.LinearProblem``: one Phi for training and theory). The fused GD loops
 evaluate a test-set population loss sparsely, every s-th step (``trainer.eval_every``, 0 = automatic), with t1 and
-t2 still exact to the step (gd_loops.py).
+t2 still exact to the step (gd_loops.sparse_eval).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from lightning_grok.data.base import RunData
 from lightning_grok.gd_loops import (
     AutogradLoop,
     Chunk,
+    EvalSpec,
     LinearGDLoop,
-    PopulationSide,
     RowSpaceGDLoop,
     TwoLayerGDLoop,
 )
@@ -186,7 +186,7 @@ class GrokkingModule(L.LightningModule):
         rank, world = self._world()
         self.plan = self.plan.for_world(world)
         first = self.tensors[0]
-        ev = PopulationSide(
+        ev = EvalSpec(
             sigma_scale=first.sigma_scale,
             surrogate_eps=None if first.is_classification else float(self.cfg.phases.eps),
             cross_entropy=first.cross_entropy,
@@ -213,11 +213,11 @@ class GrokkingModule(L.LightningModule):
         vals = [get(t) for t in self.tensors]
         return None if vals[0] is None else torch.stack([self._cast(v) for v in vals])
 
-    def _labels(self, ev: PopulationSide, rows: slice) -> None:
+    def _labels(self, ev: EvalSpec, rows: slice) -> None:
         ev.test_labels = self._stacked(lambda t: t.test_labels)
         ev.train_labels = self._stacked(lambda t: None if t.train_labels is None else t.train_labels[rows])
 
-    def _two_layer_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> TwoLayerGDLoop:
+    def _two_layer_loop(self, ev: EvalSpec, rows: slice, reduce: dict) -> TwoLayerGDLoop:
         first = self.tensors[0]
         if self.plan.two_layer_exact:
             # the closed-form population loss E||N(x) - f*(x)||^2 (arc-cosine kernel, float64): t2 without
@@ -239,7 +239,7 @@ class GrokkingModule(L.LightningModule):
             eval_every=self.eval_every,
         )  # fmt: skip
 
-    def _linear_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> LinearGDLoop | RowSpaceGDLoop:
+    def _linear_loop(self, ev: EvalSpec, rows: slice, reduce: dict) -> LinearGDLoop | RowSpaceGDLoop:
         """The members' Phi and Y (their ``LinearProblem``: the very numbers the theory uses), their test side."""
         problems = self.problems
         if problems is None or any(p is None for p in problems):
@@ -270,7 +270,7 @@ class GrokkingModule(L.LightningModule):
             eval_every=self.eval_every,
         )  # fmt: skip
 
-    def _autograd_loop(self, ev: PopulationSide, rows: slice, reduce: dict) -> AutogradLoop:
+    def _autograd_loop(self, ev: EvalSpec, rows: slice, reduce: dict) -> AutogradLoop:
         first, cast = self.tensors[0], self._cast
         ev.x_test, ev.y_test, ev.test_labels = cast(first.x_test), cast(first.y_test), cast(first.test_labels)
         ev.train_labels = None if first.train_labels is None else first.train_labels[rows].to(self.device)
