@@ -62,6 +62,7 @@ from lightning_grok.experiment import (
 from lightning_grok.gd_loops import CPU_GROUP_BYTES, Chunk, _blocks_to_fill, eval_points
 from lightning_grok.lightning_module import GrokkingModule
 from lightning_grok.members import describe_population
+from lightning_grok.plan import RunPlan
 from lightning_grok.run_end import RunEnd, run_end
 from lightning_grok.rundir import RunLock, check_identity, check_writable, resolve_output_dir, store_config
 from lightning_grok.signals import SignalFlags
@@ -80,19 +81,15 @@ PER_MEMBER_KEYS = (
 )
 # keys that say only where a point's results go and how they are shown
 PER_POINT_KEYS = ("output_dir", "wandb", "trainer.progress_bar")
-LINEAR_FAMILIES = ("ridge", "random_features")
 
 
 def batch_key(cfg: DictConfig) -> str | None:
     """The config without its per-member and per-point keys (JSON): points with equal keys can share one GD loop.
     None when the point cannot join a batch (not fused linear GD on one CPU process, or a checkpoint to resume)."""
-    t, o = cfg.trainer, cfg.optim
+    t = cfg.trainer
     if (
-        cfg.model.family not in LINEAR_FAMILIES
+        not RunPlan.from_config(cfg).loop.linear  # a fused linear GD loop: the plan's choice, not restated here
         or cfg.data.kind != "regression"
-        or o.name != "gd"
-        or o.batch_size is not None
-        or not str(t.precision).endswith("-true")
         or str(t.strategy) != "auto"
         or int(t.num_nodes) != 1
         or str(t.devices).strip() not in ("auto", "1")

@@ -142,6 +142,11 @@ def test_points_that_differ_in_more_than_per_member_scalars_are_not_batched(tmp_
     assert batch_key(a) == batch_key(load("ridge.yaml", *BASE, "optim.weight_decay=1", f"output_dir={tmp_path}/b"))
     assert batch_key(a) != batch_key(load("ridge.yaml", *BASE, "data.n_train=40", f"output_dir={tmp_path}/b"))
     assert batch_key(load("two_layer.yaml", f"output_dir={tmp_path}/c")) is None
+    # batchable iff the plan runs a fused linear GD loop: a mini-batch of the whole training set is full batch
+    assert batch_key(load("ridge.yaml", *BASE, "optim.batch_size=30", f"output_dir={tmp_path}/e")) is not None
+    assert batch_key(load("ridge.yaml", "optim.batch_size=29", f"output_dir={tmp_path}/f")) is None
+    assert batch_key(load("ridge.yaml", "optim.name=adamw", f"output_dir={tmp_path}/g")) is None
+    assert batch_key(load("ridge.yaml", "trainer.precision=bf16-mixed", f"output_dir={tmp_path}/h")) is None
     with pytest.raises(ValueError, match="differ only in"):
         fit_batch([a, load("ridge.yaml", *BASE, "data.n_train=40", f"output_dir={tmp_path}/d")])
 
