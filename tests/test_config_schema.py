@@ -144,24 +144,6 @@ def test_a_run_directory_written_with_the_old_key_keeps_its_identity(tmp_path, c
         check_identity(run, other)  # a real change of the GD loop is still refused
 
 
-def test_fit_prints_one_deprecation_line_and_the_new_key(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "lightning_grok", "fit", str(RIDGE), "trainer.kernel=rowspace", "--print-config"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
-        f"lightning-grok: warning: {DEPRECATION} (same values); override uses the old name, which still works"
-    ]
-    trainer = yaml.safe_load(proc.stdout)["trainer"]
-    assert trainer["gd_loop"] == "rowspace" and "kernel" not in trainer
-
-
 # ---- wandb.log_points -> phases.log_points: the logged steps (every logger, curves.json, the GD loops' test side)
 
 
@@ -241,10 +223,17 @@ def test_a_run_directory_written_with_wandb_log_points_keeps_its_identity(tmp_pa
     assert fingerprint(fewer) == BEFORE_FINGERPRINT
 
 
-def test_fit_prints_one_deprecation_line_for_the_old_log_points(tmp_path):
+@pytest.mark.parametrize(
+    "override, deprecation, new, old",
+    [
+        ("trainer.kernel=rowspace", DEPRECATION, ("trainer", "gd_loop", "rowspace"), ("trainer", "kernel")),
+        ("wandb.log_points=50", LOG_POINTS_DEPRECATION, ("phases", "log_points", 50), ("wandb", "log_points")),
+    ],
+)
+def test_fit_prints_one_deprecation_line_and_the_new_key(override, deprecation, new, old):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_grok", "fit", str(RIDGE), "wandb.log_points=50", "--print-config"],
+        [sys.executable, "-m", "lightning_grok", "fit", str(RIDGE), override, "--print-config"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -253,8 +242,7 @@ def test_fit_prints_one_deprecation_line_for_the_old_log_points(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [
-        f"lightning-grok: warning: {LOG_POINTS_DEPRECATION} (same values); override uses the old name, which still "
-        "works"
+        f"lightning-grok: warning: {deprecation} (same values); override uses the old name, which still works"
     ]
     printed = yaml.safe_load(proc.stdout)
-    assert printed["phases"]["log_points"] == 50 and "log_points" not in printed["wandb"]
+    assert printed[new[0]][new[1]] == new[2] and old[1] not in printed[old[0]]

@@ -111,9 +111,10 @@ class RunControl(Callback):
             _say(f"SIGUSR1: checkpoint at GD step {pl_module.gd_step} in {self.checkpoint_path}")
             if SLURMEnvironment.detect() and trainer.is_global_zero:
                 self._requeue()
-        signum = ((flags.stop if flags is not None else None) or signal.SIGTERM) if stop else None
-        # another rank's signal: SLURM sends SIGTERM. The other conditions are equal on every rank (the loss is
-        # all-reduced), so every rank ends at the same boundary
+        # ``stop`` needs flags (every rank's RunControl is built alike); a stop decided by another rank's signal is
+        # SIGTERM (SLURM's). The other conditions are equal on every rank (the loss is all-reduced), so every rank
+        # ends at the same boundary
+        signum = (flags.stop or signal.SIGTERM) if stop else None
         self.end = run_end(
             pl_module.gd_step,
             pl_module.max_steps,
